@@ -1,0 +1,22 @@
+//! Compiles `proto/rollstore/v1/*.proto` into Rust with tonic-prost-build.
+//!
+//! protoc comes from the `protoc-bin-vendored` crate, so a fresh machine needs nothing but the
+//! Rust toolchain. The file descriptor set is written beside the generated code so that the
+//! server can offer gRPC reflection.
+
+use std::{env, path::PathBuf};
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let protoc = protoc_bin_vendored::protoc_bin_path()?;
+    // SAFETY of intent: build scripts are single-threaded, so setting the variable cannot race.
+    unsafe { env::set_var("PROTOC", protoc) };
+    let out_dir = PathBuf::from(env::var("OUT_DIR")?);
+    let protos = ["proto/rollstore/v1/rollstore.proto"];
+    tonic_prost_build::configure()
+        .file_descriptor_set_path(out_dir.join("rollstore_descriptor.bin"))
+        .compile_protos(&protos, &["proto"])?;
+    for proto in protos {
+        println!("cargo:rerun-if-changed={proto}");
+    }
+    Ok(())
+}

@@ -1,0 +1,788 @@
+//! Protobuf ⇄ domain.
+//!
+//! Inbound, every message is parsed into checked domain values, and every malformed field is
+//! collected (not just the first) into one `InvalidInput` error whose violations carry the
+//! field's path, e.g. `members[2].id_number`. Nothing here panics on what a client sends: enum
+//! numbers, strings and missing messages are all checked.
+//!
+//! Outbound, domain values become messages. Enum mappings are declared once, both ways.
+
+use crate::app::{Receipt, Recorded};
+use crate::domain::{
+    self, parse_date, Adjustment, Change, Command, Date, ExitRecord, HouseholdId, IdNumber,
+    Identification, InvalidValue, RegionCode, RelapseRecord,
+};
+use crate::error::{Error, FieldViolation};
+use crate::pb;
+use crate::projection::{HouseholdEntry, Stats, StatsRow, Tally};
+
+/// Collects the violations of one message while it is parsed.
+#[derive(Default)]
+pub struct Fields {
+    violations: Vec<FieldViolation>,
+}
+
+impl Fields {
+    /// Keeps `result`'s value, or records why `field` is invalid.
+    pub fn check<T>(&mut self, field: &str, result: Result<T, InvalidValue>) -> Option<T> {
+        match result {
+            Ok(value) => Some(value),
+            Err(InvalidValue(description)) => {
+                self.violations.push(FieldViolation {
+                    field: field.to_owned(),
+                    description,
+                });
+                None
+            }
+        }
+    }
+
+    /// Takes in the violations of a nested message, under `prefix`.
+    pub fn nested<T>(&mut self, prefix: &str, result: Result<T, Error>) -> Option<T> {
+        match result {
+            Ok(value) => Some(value),
+            Err(Error::InvalidInput(violations)) => {
+                self.violations
+                    .extend(violations.into_iter().map(|v| FieldViolation {
+                        field: format!("{prefix}.{}", v.field),
+                        description: v.description,
+                    }));
+                None
+            }
+            Err(other) => {
+                self.violations.push(FieldViolation {
+                    field: prefix.to_owned(),
+                    description: other.to_string(),
+                });
+                None
+            }
+        }
+    }
+
+    /// A required message.
+    pub fn required<'m, T>(&mut self, field: &str, message: Option<&'m T>) -> Option<&'m T> {
+        if message.is_none() {
+            self.violations.push(FieldViolation {
+                field: field.to_owned(),
+                description: "is required".into(),
+            });
+        }
+        message
+    }
+
+    /// Ends the parse: the value if every field was valid, or every violation found.
+    pub fn finish<T>(self, build: impl FnOnce() -> Option<T>) -> Result<T, Error> {
+        if self.violations.is_empty() {
+            if let Some(value) = build() {
+                return Ok(value);
+            }
+        }
+        if self.violations.is_empty() {
+            // Every checked field recorded its violation; reaching here is a bug, not input.
+            return Err(Error::invalid("request", "is malformed"));
+        }
+        Err(Error::InvalidInput(self.violations))
+    }
+}
+
+/// Parses a proto enum number into a domain value.
+pub trait FromProto: Sized {
+    fn from_proto(raw: i32) -> Result<Self, InvalidValue>;
+}
+
+/// Declares a domain vocabulary ⇄ proto enum mapping, once for both directions.
+macro_rules! vocabulary_map {
+    ($domain:ident <=> $pb:ident { $($d:ident <=> $p:ident),+ $(,)? }) => {
+        impl From<domain::$domain> for pb::$pb {
+            fn from(value: domain::$domain) -> Self {
+                match value { $(domain::$domain::$d => pb::$pb::$p),+ }
+            }
+        }
+
+        impl FromProto for domain::$domain {
+            fn from_proto(raw: i32) -> Result<Self, InvalidValue> {
+                match pb::$pb::try_from(raw) {
+                    $(Ok(pb::$pb::$p) => Ok(domain::$domain::$d),)+
+                    _ => {
+                        let given = pb::$pb::try_from(raw)
+                            .map(|v| v.as_str_name().to_owned())
+                            .unwrap_or_else(|_| raw.to_string());
+                        let allowed: Vec<&str> =
+                            vec![$(pb::$pb::$p.as_str_name()),+];
+                        Err(InvalidValue(format!(
+                            "{given} is not a valid {}; use one of {}",
+                            stringify!($pb),
+                            allowed.join(", ")
+                        )))
+                    }
+                }
+            }
+        }
+    };
+}
+
+vocabulary_map!(Status <=> Status { OnRoll <=> OnRoll, Exited <=> Exited, Removed <=> Removed });
+vocabulary_map!(Attribute <=> Attribute {
+    General <=> General, LowIncome <=> LowIncome, DestituteSupport <=> DestituteSupport
+});
+vocabulary_map!(Cause <=> Cause {
+    Illness <=> Illness, Disability <=> Disability, Schooling <=> Schooling,
+    Disaster <=> Disaster, LackOfLand <=> LackOfLand, LackOfWater <=> LackOfWater,
+    LackOfSkills <=> LackOfSkills, LackOfLabor <=> LackOfLabor, LackOfFunds <=> LackOfFunds,
+    PoorTransport <=> PoorTransport, LackOfDrive <=> LackOfDrive, Other <=> Other,
+});
+vocabulary_map!(Monitoring <=> Monitoring {
+    NotMonitored <=> None, UnstableExited <=> UnstableExited, Edge <=> Edge,
+    SuddenHardship <=> SuddenHardship,
+});
+vocabulary_map!(Relation <=> Relation {
+    Head <=> Head, Spouse <=> Spouse, Child <=> Child, ChildInLaw <=> ChildInLaw,
+    Grandchild <=> Grandchild, Parent <=> Parent, Grandparent <=> Grandparent,
+    Sibling <=> Sibling, Other <=> Other,
+});
+vocabulary_map!(Health <=> Health {
+    Healthy <=> Healthy, ChronicIllness <=> ChronicIllness, SeriousIllness <=> SeriousIllness,
+    Disabled <=> Disabled,
+});
+vocabulary_map!(Labor <=> Labor {
+    Skilled <=> Skilled, Ordinary <=> Ordinary, Weak <=> Weak, Lost <=> Lost, NoLabor <=> None,
+});
+vocabulary_map!(Schooling <=> Schooling {
+    Preschool <=> Preschool, InSchool <=> InSchool, Illiterate <=> Illiterate,
+    Primary <=> Primary, Junior <=> Junior, Senior <=> Senior, College <=> College,
+});
+vocabulary_map!(MeasureKind <=> MeasureKind {
+    Industry <=> Industry, Employment <=> Employment, Relocation <=> Relocation,
+    Housing <=> Housing, Education <=> Education, Health <=> Health,
+    Microcredit <=> Microcredit, Ecology <=> Ecology, Guarantee <=> Guarantee, Other <=> Other,
+});
+vocabulary_map!(ExitReason <=> ExitReason {
+    LiftedOut <=> LiftedOut, Removed <=> Removed, Dissolved <=> Dissolved
+});
+vocabulary_map!(MemberAddedReason <=> MemberAddedReason {
+    Birth <=> Birth, MarriageIn <=> MarriageIn, TransferIn <=> TransferIn, Other <=> Other
+});
+vocabulary_map!(MemberRemovedReason <=> MemberRemovedReason {
+    Death <=> Death, MarriageOut <=> MarriageOut, Emigration <=> Emigration,
+    Imprisonment <=> Imprisonment, TransferOut <=> TransferOut, Other <=> Other,
+});
+
+fn vocab<T: FromProto>(fields: &mut Fields, field: &str, raw: i32) -> Option<T> {
+    fields.check(field, T::from_proto(raw))
+}
+
+fn vocab_list<T: FromProto>(fields: &mut Fields, field: &str, raw: &[i32]) -> Option<Vec<T>> {
+    let parsed: Vec<Option<T>> = raw
+        .iter()
+        .enumerate()
+        .map(|(i, r)| vocab(fields, &format!("{field}[{i}]"), *r))
+        .collect();
+    parsed.into_iter().collect()
+}
+
+/// Parses each element of a repeated field with `parse`, nesting its violations.
+fn each<M, T>(
+    fields: &mut Fields,
+    field: &str,
+    items: &[M],
+    parse: impl Fn(&M) -> Result<T, Error>,
+) -> Option<Vec<T>> {
+    let parsed: Vec<Option<T>> = items
+        .iter()
+        .enumerate()
+        .map(|(i, item)| fields.nested(&format!("{field}[{i}]"), parse(item)))
+        .collect();
+    parsed.into_iter().collect()
+}
+
+fn income(value: i64) -> Result<i64, InvalidValue> {
+    if value < 0 {
+        Err(InvalidValue(format!("{value} is negative")))
+    } else {
+        Ok(value)
+    }
+}
+
+pub fn member(m: &pb::Member) -> Result<domain::Member, Error> {
+    let mut f = Fields::default();
+    let id_number = f.check("id_number", IdNumber::parse(&m.id_number));
+    let relation = vocab(&mut f, "relation", m.relation);
+    let health = vocab(&mut f, "health", m.health);
+    let labor = vocab(&mut f, "labor", m.labor);
+    let schooling = vocab(&mut f, "schooling", m.schooling);
+    f.finish(|| {
+        Some(domain::Member {
+            id_number: id_number?,
+            name: m.name.clone(),
+            relation: relation?,
+            health: health?,
+            labor: labor?,
+            schooling: schooling?,
+        })
+    })
+}
+
+fn helper(h: &pb::Helper) -> domain::Helper {
+    domain::Helper {
+        name: h.name.clone(),
+        unit: h.unit.clone(),
+    }
+}
+
+fn measure(m: &pb::Measure) -> Result<domain::Measure, Error> {
+    let mut f = Fields::default();
+    let kind = vocab(&mut f, "kind", m.kind);
+    f.finish(|| {
+        Some(domain::Measure {
+            year: m.year,
+            kind: kind?,
+            note: m.note.clone(),
+        })
+    })
+}
+
+fn criterion(c: Option<&pb::Criterion>) -> domain::Criterion {
+    c.map(|c| domain::Criterion {
+        met: c.met,
+        note: c.note.clone(),
+    })
+    .unwrap_or_default()
+}
+
+fn assessment(a: &pb::Assessment) -> domain::Assessment {
+    domain::Assessment {
+        income: criterion(a.income.as_ref()),
+        health: criterion(a.health.as_ref()),
+        education: criterion(a.education.as_ref()),
+        housing: criterion(a.housing.as_ref()),
+        potential: criterion(a.potential.as_ref()),
+        industry: criterion(a.industry.as_ref()),
+    }
+}
+
+fn procedure(p: &pb::Procedure) -> Result<domain::Procedure, Error> {
+    let mut f = Fields::default();
+    let applied_on = f.check("applied_on", parse_date(&p.applied_on));
+    let village_review_on = f.check("village_review_on", parse_date(&p.village_review_on));
+    let village_notice_on = f.check("village_notice_on", parse_date(&p.village_notice_on));
+    let township_notice_on = f.check("township_notice_on", parse_date(&p.township_notice_on));
+    let county_notice_on = f.check("county_notice_on", parse_date(&p.county_notice_on));
+    f.finish(|| {
+        Some(domain::Procedure {
+            applied_on: applied_on?,
+            village_review_on: village_review_on?,
+            village_notice_on: village_notice_on?,
+            township_notice_on: township_notice_on?,
+            county_notice_on: county_notice_on?,
+        })
+    })
+}
+
+fn optional<M, T>(
+    fields: &mut Fields,
+    field: &str,
+    message: Option<&M>,
+    parse: impl Fn(&M) -> Result<T, Error>,
+) -> Option<Option<T>> {
+    match message {
+        None => Some(None),
+        Some(m) => fields.nested(field, parse(m)).map(Some),
+    }
+}
+
+/// The fields every write carries.
+pub struct Header<'a> {
+    pub household_id: &'a str,
+    pub effective_date: &'a str,
+    pub document_ref: &'a str,
+    pub expected_version: Option<u64>,
+    pub request_id: &'a str,
+}
+
+/// A write request: its header and its change.
+pub trait WriteRequest {
+    fn header(&self) -> Header<'_>;
+    fn change(&self, fields: &mut Fields) -> Option<Change>;
+}
+
+macro_rules! header {
+    ($request:ty) => {
+        fn header(&self) -> Header<'_> {
+            Header {
+                household_id: &self.household_id,
+                effective_date: &self.effective_date,
+                document_ref: &self.document_ref,
+                expected_version: self.expected_version,
+                request_id: &self.request_id,
+            }
+        }
+    };
+}
+
+impl WriteRequest for pb::IdentifyRequest {
+    header!(pb::IdentifyRequest);
+
+    fn change(&self, f: &mut Fields) -> Option<Change> {
+        let region_code = f.check("region_code", RegionCode::parse(&self.region_code));
+        let members = each(f, "members", &self.members, member);
+        let head_id = f.check("head_id", IdNumber::parse(&self.head_id));
+        let attribute = vocab(f, "attribute", self.attribute);
+        let primary_cause = vocab(f, "primary_cause", self.primary_cause);
+        let other_causes = vocab_list(f, "other_causes", &self.other_causes);
+        let income_per_capita = f.check("income_per_capita", income(self.income_per_capita));
+        let monitoring = if self.monitoring == pb::Monitoring::Unspecified as i32 {
+            Some(domain::Monitoring::NotMonitored)
+        } else {
+            vocab(f, "monitoring", self.monitoring)
+        };
+        let measures = each(f, "measures", &self.measures, measure);
+        let procedure = optional(f, "procedure", self.procedure.as_ref(), procedure);
+        Some(Change::Identify(Identification {
+            region_code: region_code?,
+            members: members?,
+            head_id: head_id?,
+            attribute: attribute?,
+            primary_cause: primary_cause?,
+            other_causes: other_causes?,
+            income_per_capita: income_per_capita?,
+            safety_net: self.safety_net,
+            monitoring: monitoring?,
+            helper: self.helper.as_ref().map(helper),
+            measures: measures?,
+            assessment: self.assessment.as_ref().map(assessment),
+            procedure: procedure?,
+        }))
+    }
+}
+
+impl WriteRequest for pb::AdjustRequest {
+    header!(pb::AdjustRequest);
+
+    fn change(&self, f: &mut Fields) -> Option<Change> {
+        let members_added = each(f, "members_added", &self.members_added, |a| {
+            let mut g = Fields::default();
+            let m = g.required("member", a.member.as_ref());
+            let parsed = m.and_then(|m| g.nested("member", member(m)));
+            let reason = vocab(&mut g, "reason", a.reason);
+            g.finish(|| {
+                Some(domain::MemberAdded {
+                    member: parsed?,
+                    reason: reason?,
+                })
+            })
+        });
+        let members_removed = each(f, "members_removed", &self.members_removed, |r| {
+            let mut g = Fields::default();
+            let id_number = g.check("id_number", IdNumber::parse(&r.id_number));
+            let reason = vocab(&mut g, "reason", r.reason);
+            g.finish(|| {
+                Some(domain::MemberRemoved {
+                    id_number: id_number?,
+                    reason: reason?,
+                })
+            })
+        });
+        let head_id = match &self.head_id {
+            None => Some(None),
+            Some(id) => f.check("head_id", IdNumber::parse(id)).map(Some),
+        };
+        let relocate_to = match &self.relocate_to {
+            None => Some(None),
+            Some(code) => f.check("relocate_to", RegionCode::parse(code)).map(Some),
+        };
+        let attribute = match self.attribute {
+            None => Some(None),
+            Some(raw) => vocab(f, "attribute", raw).map(Some),
+        };
+        let causes = optional(f, "causes", self.causes.as_ref(), |c| {
+            let mut g = Fields::default();
+            let primary = vocab(&mut g, "primary_cause", c.primary_cause);
+            let others = vocab_list(&mut g, "other_causes", &c.other_causes);
+            g.finish(|| {
+                Some(domain::Causes {
+                    primary: primary?,
+                    others: others?,
+                })
+            })
+        });
+        let income_per_capita = match self.income_per_capita {
+            None => Some(None),
+            Some(value) => f.check("income_per_capita", income(value)).map(Some),
+        };
+        let monitoring = match self.monitoring {
+            None => Some(None),
+            Some(raw) => vocab(f, "monitoring", raw).map(Some),
+        };
+        let measures = each(f, "measures", &self.measures, measure);
+        Some(Change::Adjust(Adjustment {
+            members_added: members_added?,
+            members_removed: members_removed?,
+            head_id: head_id?,
+            relocate_to: relocate_to?,
+            attribute: attribute?,
+            causes: causes?,
+            income_per_capita: income_per_capita?,
+            safety_net: self.safety_net,
+            monitoring: monitoring?,
+            helper: self.helper.as_ref().map(helper),
+            measures: measures?,
+            note: self.note.clone(),
+        }))
+    }
+}
+
+impl WriteRequest for pb::ExitRequest {
+    header!(pb::ExitRequest);
+
+    fn change(&self, f: &mut Fields) -> Option<Change> {
+        let reason = vocab(f, "reason", self.reason);
+        let income_per_capita = match self.income_per_capita {
+            None => Some(None),
+            Some(value) => f.check("income_per_capita", income(value)).map(Some),
+        };
+        let procedure = optional(f, "procedure", self.procedure.as_ref(), procedure);
+        Some(Change::Exit(ExitRecord {
+            reason: reason?,
+            checklist: self.checklist.as_ref().map(|c| domain::ExitChecklist {
+                food_and_clothing: c.food_and_clothing,
+                compulsory_education: c.compulsory_education,
+                basic_medical_care: c.basic_medical_care,
+                safe_housing: c.safe_housing,
+                safe_drinking_water: c.safe_drinking_water,
+            }),
+            income_per_capita: income_per_capita?,
+            procedure: procedure?,
+            note: self.note.clone(),
+        }))
+    }
+}
+
+impl WriteRequest for pb::RelapseRequest {
+    header!(pb::RelapseRequest);
+
+    fn change(&self, f: &mut Fields) -> Option<Change> {
+        let primary_cause = vocab(f, "primary_cause", self.primary_cause);
+        let income_per_capita = match self.income_per_capita {
+            None => Some(None),
+            Some(value) => f.check("income_per_capita", income(value)).map(Some),
+        };
+        Some(Change::Relapse(RelapseRecord {
+            primary_cause: primary_cause?,
+            income_per_capita: income_per_capita?,
+            note: self.note.clone(),
+        }))
+    }
+}
+
+/// Parses a write request into a command, reporting every malformed field.
+pub fn command(request: &impl WriteRequest) -> Result<Command, Error> {
+    let mut f = Fields::default();
+    let header = request.header();
+    let household_id = f.check("household_id", HouseholdId::parse(header.household_id));
+    let effective_date = f.check("effective_date", parse_date(header.effective_date));
+    let change = request.change(&mut f);
+    f.finish(|| {
+        Some(Command {
+            household_id: household_id?,
+            effective_date: effective_date?,
+            document_ref: header.document_ref.to_owned(),
+            expected_version: header.expected_version,
+            request_id: (!header.request_id.is_empty()).then(|| header.request_id.to_owned()),
+            change: change?,
+        })
+    })
+}
+
+/// Parses one command of a batch.
+pub fn batch_command(command_message: &pb::Command) -> Result<Command, Error> {
+    use pb::command::Command as Kind;
+    match &command_message.command {
+        Some(Kind::Identify(r)) => command(r),
+        Some(Kind::Adjust(r)) => command(r),
+        Some(Kind::Exit(r)) => command(r),
+        Some(Kind::Relapse(r)) => command(r),
+        None => Err(Error::invalid(
+            "command",
+            "is empty; set one of identify, adjust, exit, relapse",
+        )),
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Outbound
+// ---------------------------------------------------------------------------------------------
+
+pub fn date(d: Date) -> String {
+    d.format("%Y-%m-%d").to_string()
+}
+
+fn member_out(m: &domain::Member) -> pb::Member {
+    pb::Member {
+        id_number: m.id_number.to_string(),
+        name: m.name.clone(),
+        relation: pb::Relation::from(m.relation) as i32,
+        health: pb::Health::from(m.health) as i32,
+        labor: pb::Labor::from(m.labor) as i32,
+        schooling: pb::Schooling::from(m.schooling) as i32,
+    }
+}
+
+fn helper_out(h: &domain::Helper) -> pb::Helper {
+    pb::Helper {
+        name: h.name.clone(),
+        unit: h.unit.clone(),
+    }
+}
+
+fn measure_out(m: &domain::Measure) -> pb::Measure {
+    pb::Measure {
+        year: m.year,
+        kind: pb::MeasureKind::from(m.kind) as i32,
+        note: m.note.clone(),
+    }
+}
+
+fn criterion_out(c: &domain::Criterion) -> Option<pb::Criterion> {
+    Some(pb::Criterion {
+        met: c.met,
+        note: c.note.clone(),
+    })
+}
+
+fn assessment_out(a: &domain::Assessment) -> pb::Assessment {
+    pb::Assessment {
+        income: criterion_out(&a.income),
+        health: criterion_out(&a.health),
+        education: criterion_out(&a.education),
+        housing: criterion_out(&a.housing),
+        potential: criterion_out(&a.potential),
+        industry: criterion_out(&a.industry),
+    }
+}
+
+fn procedure_out(p: &domain::Procedure) -> pb::Procedure {
+    pb::Procedure {
+        applied_on: date(p.applied_on),
+        village_review_on: date(p.village_review_on),
+        village_notice_on: date(p.village_notice_on),
+        township_notice_on: date(p.township_notice_on),
+        county_notice_on: date(p.county_notice_on),
+    }
+}
+
+fn causes_out(causes: &[domain::Cause]) -> Vec<i32> {
+    causes.iter().map(|c| pb::Cause::from(*c) as i32).collect()
+}
+
+pub fn household(id: &HouseholdId, entry: &HouseholdEntry) -> pb::Household {
+    let s = &entry.state;
+    pb::Household {
+        household_id: id.to_string(),
+        version: entry.version(),
+        status: pb::Status::from(s.status) as i32,
+        region_code: s.region_code.to_string(),
+        members: s.members.iter().map(member_out).collect(),
+        head_id: s.head_id.to_string(),
+        attribute: pb::Attribute::from(s.attribute) as i32,
+        primary_cause: pb::Cause::from(s.primary_cause) as i32,
+        other_causes: causes_out(&s.other_causes),
+        income_per_capita: s.income_per_capita,
+        safety_net: s.safety_net,
+        monitoring: pb::Monitoring::from(s.monitoring) as i32,
+        measures: s.measures.iter().map(measure_out).collect(),
+        helpers: s
+            .helpers
+            .iter()
+            .map(|h| pb::HelperAssignment {
+                helper: Some(helper_out(&h.helper)),
+                since: date(h.since),
+            })
+            .collect(),
+        assessment: s.assessment.as_ref().map(assessment_out),
+        identified_on: date(s.identified_on),
+        exited_on: s.exited_on.map(date).unwrap_or_default(),
+        last_effective_date: date(s.last_effective_date),
+        last_seq: entry.seqs.last().copied().unwrap_or_default(),
+    }
+}
+
+pub fn receipt(r: &Receipt) -> pb::Receipt {
+    pb::Receipt {
+        seq: r.seq,
+        version: r.version,
+        hash: r.hash.to_vec(),
+        recorded_at: timestamp(r.recorded_at),
+        replayed: r.replayed,
+    }
+}
+
+pub fn timestamp(t: chrono::DateTime<chrono::Utc>) -> String {
+    t.to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
+}
+
+pub fn event(recorded: &Recorded) -> pb::Event {
+    use pb::event::Payload;
+    let e = &recorded.event;
+    let household_id = e.household_id.to_string();
+    let effective_date = date(e.effective_date);
+    let document_ref = e.document_ref.clone();
+    let request_id = e.request_id.clone().unwrap_or_default();
+    let (kind, payload) = match &e.change {
+        Change::Identify(id) => (
+            pb::EventKind::Identify,
+            Payload::Identify(pb::IdentifyRequest {
+                household_id: household_id.clone(),
+                effective_date: effective_date.clone(),
+                document_ref: document_ref.clone(),
+                expected_version: None,
+                request_id: request_id.clone(),
+                region_code: id.region_code.to_string(),
+                members: id.members.iter().map(member_out).collect(),
+                head_id: id.head_id.to_string(),
+                attribute: pb::Attribute::from(id.attribute) as i32,
+                primary_cause: pb::Cause::from(id.primary_cause) as i32,
+                other_causes: causes_out(&id.other_causes),
+                income_per_capita: id.income_per_capita,
+                safety_net: id.safety_net,
+                monitoring: pb::Monitoring::from(id.monitoring) as i32,
+                helper: id.helper.as_ref().map(helper_out),
+                measures: id.measures.iter().map(measure_out).collect(),
+                assessment: id.assessment.as_ref().map(assessment_out),
+                procedure: id.procedure.as_ref().map(procedure_out),
+            }),
+        ),
+        Change::Adjust(a) => (
+            pb::EventKind::Adjust,
+            Payload::Adjust(pb::AdjustRequest {
+                household_id: household_id.clone(),
+                effective_date: effective_date.clone(),
+                document_ref: document_ref.clone(),
+                expected_version: None,
+                request_id: request_id.clone(),
+                members_added: a
+                    .members_added
+                    .iter()
+                    .map(|m| pb::MemberAdded {
+                        member: Some(member_out(&m.member)),
+                        reason: pb::MemberAddedReason::from(m.reason) as i32,
+                    })
+                    .collect(),
+                members_removed: a
+                    .members_removed
+                    .iter()
+                    .map(|m| pb::MemberRemoved {
+                        id_number: m.id_number.to_string(),
+                        reason: pb::MemberRemovedReason::from(m.reason) as i32,
+                    })
+                    .collect(),
+                head_id: a.head_id.as_ref().map(ToString::to_string),
+                relocate_to: a.relocate_to.map(|r| r.to_string()),
+                attribute: a.attribute.map(|v| pb::Attribute::from(v) as i32),
+                causes: a.causes.as_ref().map(|c| pb::Causes {
+                    primary_cause: pb::Cause::from(c.primary) as i32,
+                    other_causes: causes_out(&c.others),
+                }),
+                income_per_capita: a.income_per_capita,
+                safety_net: a.safety_net,
+                monitoring: a.monitoring.map(|v| pb::Monitoring::from(v) as i32),
+                helper: a.helper.as_ref().map(helper_out),
+                measures: a.measures.iter().map(measure_out).collect(),
+                note: a.note.clone(),
+            }),
+        ),
+        Change::Exit(x) => (
+            pb::EventKind::Exit,
+            Payload::Exit(pb::ExitRequest {
+                household_id: household_id.clone(),
+                effective_date: effective_date.clone(),
+                document_ref: document_ref.clone(),
+                expected_version: None,
+                request_id: request_id.clone(),
+                reason: pb::ExitReason::from(x.reason) as i32,
+                checklist: x.checklist.as_ref().map(|c| pb::ExitChecklist {
+                    food_and_clothing: c.food_and_clothing,
+                    compulsory_education: c.compulsory_education,
+                    basic_medical_care: c.basic_medical_care,
+                    safe_housing: c.safe_housing,
+                    safe_drinking_water: c.safe_drinking_water,
+                }),
+                income_per_capita: x.income_per_capita,
+                procedure: x.procedure.as_ref().map(procedure_out),
+                note: x.note.clone(),
+            }),
+        ),
+        Change::Relapse(r) => (
+            pb::EventKind::Relapse,
+            Payload::Relapse(pb::RelapseRequest {
+                household_id: household_id.clone(),
+                effective_date: effective_date.clone(),
+                document_ref: document_ref.clone(),
+                expected_version: None,
+                request_id: request_id.clone(),
+                primary_cause: pb::Cause::from(r.primary_cause) as i32,
+                income_per_capita: r.income_per_capita,
+                note: r.note.clone(),
+            }),
+        ),
+    };
+    pb::Event {
+        seq: e.seq,
+        household_id,
+        version: e.version,
+        kind: kind as i32,
+        effective_date,
+        recorded_at: timestamp(e.recorded_at),
+        actor: e.actor.clone(),
+        document_ref,
+        request_id,
+        payload: Some(payload),
+        body: recorded.body.clone(),
+        hash: recorded.hash.to_vec(),
+    }
+}
+
+fn tally(t: Tally) -> Option<pb::Tally> {
+    Some(pb::Tally {
+        households: t.households,
+        people: t.people,
+    })
+}
+
+fn stats_row(r: &StatsRow) -> Option<pb::StatsRow> {
+    Some(pb::StatsRow {
+        on_roll: tally(r.on_roll),
+        exited: tally(r.exited),
+    })
+}
+
+pub fn stats(prefix: domain::RegionPrefix, s: &Stats) -> pb::GetStatsResponse {
+    pb::GetStatsResponse {
+        region_prefix: prefix.to_string(),
+        total: stats_row(&s.total),
+        safety_net: stats_row(&s.safety_net),
+        by_region: s
+            .by_region
+            .iter()
+            .map(|(region, row)| pb::RegionStats {
+                region_prefix: region.to_string(),
+                counts: stats_row(row),
+            })
+            .collect(),
+        by_attribute: s
+            .by_attribute
+            .iter()
+            .map(|(attribute, row)| pb::AttributeStats {
+                attribute: pb::Attribute::from(*attribute) as i32,
+                counts: stats_row(row),
+            })
+            .collect(),
+        by_cause: s
+            .by_cause
+            .iter()
+            .map(|(cause, row)| pb::CauseStats {
+                primary_cause: pb::Cause::from(*cause) as i32,
+                counts: stats_row(row),
+            })
+            .collect(),
+    }
+}

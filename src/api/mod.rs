@@ -1,0 +1,331 @@
+//! The gRPC face of the register: `Registry` (writes), `Rolls` (reads), `AuditLog` (the log),
+//! plus the standard health and reflection services.
+//!
+//! ```text
+//!   tonic request ──convert::command──▶ domain::Command ──▶ app::Register ──▶ Receipt
+//!                 ◀──────────────── convert::receipt ◀─────────────────────┘
+//!   any Error ──status.rs──▶ tonic::Status (the one mapping of causes to codes)
+//! ```
+//!
+//! This is the only module that knows protobuf. It holds no state of its own and enforces no
+//! rule: it parses, calls `app`, and renders.
+
+pub mod convert;
+mod status;
+
+use std::future::Future;
+use std::pin::Pin;
+
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+use tokio_stream::Stream;
+use tonic::{Request, Response, Status};
+
+use crate::app::Register;
+use crate::domain::{HouseholdId, RegionCode, RegionPrefix, Status as HouseholdStatus};
+use crate::error::Error;
+use crate::pb;
+use crate::pb::audit_log_server::{AuditLog, AuditLogServer};
+use crate::pb::registry_server::{Registry, RegistryServer};
+use crate::pb::rolls_server::{Rolls, RollsServer};
+use convert::FromProto;
+
+/// The most households or events one streamed page may hold.
+pub const MAX_PAGE: usize = 10_000;
+/// The page size when a request names none.
+pub const DEFAULT_PAGE: usize = 1_000;
+/// Households per streamed message of a roster.
+const ROSTER_CHUNK: usize = 100;
+/// The largest request message the server decodes.
+pub const MAX_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
+
+type ResponseStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
+
+/// Serves the register on `listener` until `shutdown` completes, then stops accepting, lets
+/// in-flight calls finish, and closes the register (its last commit is durable when this
+/// returns).
+pub async fn serve(
+    listener: TcpListener,
+    register: Register,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), Error> {
+    let (health, health_service) = tonic_health::server::health_reporter();
+    health.set_serving::<RegistryServer<Api>>().await;
+    health.set_serving::<RollsServer<Api>>().await;
+    health.set_serving::<AuditLogServer<Api>>().await;
+    let reflection_v1 = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()
+        .map_err(|e| Error::Io(format!("cannot build the reflection service: {e}")))?;
+    let reflection_v1alpha = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1alpha()
+        .map_err(|e| Error::Io(format!("cannot build the reflection service: {e}")))?;
+    let api = Api {
+        register: register.clone(),
+    };
+    let result = tonic::transport::Server::builder()
+        .add_service(health_service)
+        .add_service(reflection_v1)
+        .add_service(reflection_v1alpha)
+        .add_service(RegistryServer::new(api.clone()).max_decoding_message_size(MAX_MESSAGE_BYTES))
+        .add_service(RollsServer::new(api.clone()).max_decoding_message_size(MAX_MESSAGE_BYTES))
+        .add_service(AuditLogServer::new(api).max_decoding_message_size(MAX_MESSAGE_BYTES))
+        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
+        .await
+        .map_err(|e| Error::Io(format!("the gRPC server failed: {e}")));
+    register.close().await;
+    result
+}
+
+/// The three services, over one register.
+#[derive(Clone)]
+pub struct Api {
+    register: Register,
+}
+
+impl Api {
+    async fn write(
+        &self,
+        request: &impl convert::WriteRequest,
+    ) -> Result<Option<pb::Receipt>, Status> {
+        let command = convert::command(request)?;
+        let receipt = self.register.append_one(command).await?;
+        Ok(Some(convert::receipt(&receipt)))
+    }
+}
+
+#[tonic::async_trait]
+impl Registry for Api {
+    async fn identify(
+        &self,
+        request: Request<pb::IdentifyRequest>,
+    ) -> Result<Response<pb::IdentifyResponse>, Status> {
+        let receipt = self.write(request.get_ref()).await?;
+        Ok(Response::new(pb::IdentifyResponse { receipt }))
+    }
+
+    async fn adjust(
+        &self,
+        request: Request<pb::AdjustRequest>,
+    ) -> Result<Response<pb::AdjustResponse>, Status> {
+        let receipt = self.write(request.get_ref()).await?;
+        Ok(Response::new(pb::AdjustResponse { receipt }))
+    }
+
+    async fn exit(
+        &self,
+        request: Request<pb::ExitRequest>,
+    ) -> Result<Response<pb::ExitResponse>, Status> {
+        let receipt = self.write(request.get_ref()).await?;
+        Ok(Response::new(pb::ExitResponse { receipt }))
+    }
+
+    async fn relapse(
+        &self,
+        request: Request<pb::RelapseRequest>,
+    ) -> Result<Response<pb::RelapseResponse>, Status> {
+        let receipt = self.write(request.get_ref()).await?;
+        Ok(Response::new(pb::RelapseResponse { receipt }))
+    }
+
+    async fn append_batch(
+        &self,
+        request: Request<pb::AppendBatchRequest>,
+    ) -> Result<Response<pb::AppendBatchResponse>, Status> {
+        let mut violations = Vec::new();
+        let mut commands = Vec::new();
+        let batch = &request.get_ref().commands;
+        let max = self.register.config().max_batch;
+        if batch.len() > max {
+            return Err(Error::TooLarge(format!(
+                "a batch holds at most {max} commands (max_batch), this one has {}",
+                batch.len()
+            ))
+            .into());
+        }
+        for (i, command) in batch.iter().enumerate() {
+            match convert::batch_command(command) {
+                Ok(command) => commands.push(command),
+                Err(error) => match error.within(&format!("commands[{i}]")) {
+                    Error::InvalidInput(v) => violations.extend(v),
+                    other => return Err(other.into()),
+                },
+            }
+        }
+        if !violations.is_empty() {
+            return Err(Error::InvalidInput(violations).into());
+        }
+        let mut seen = std::collections::HashMap::new();
+        for (i, command) in commands.iter().enumerate() {
+            if let Some(request_id) = &command.request_id {
+                if let Some(first) = seen.insert(request_id.clone(), i) {
+                    return Err(Error::invalid(
+                        format!("commands[{i}].request_id"),
+                        format!("'{request_id}' is also the request_id of commands[{first}]"),
+                    )
+                    .into());
+                }
+            }
+        }
+        let receipts = self.register.append(commands).await?;
+        Ok(Response::new(pb::AppendBatchResponse {
+            receipts: receipts.iter().map(convert::receipt).collect(),
+        }))
+    }
+}
+
+fn household_id(text: &str) -> Result<HouseholdId, Status> {
+    HouseholdId::parse(text).map_err(|e| Error::invalid("household_id", e).into())
+}
+
+fn region_prefix(text: &str) -> Result<RegionPrefix, Status> {
+    RegionPrefix::parse(text).map_err(|e| Error::invalid("region_prefix", e).into())
+}
+
+fn page_size(requested: u32) -> usize {
+    match requested as usize {
+        0 => DEFAULT_PAGE,
+        n => n.min(MAX_PAGE),
+    }
+}
+
+/// A roster page token: `region_code/household_id` of the last household sent.
+fn page_token(token: &str) -> Result<Option<(RegionCode, HouseholdId)>, Status> {
+    if token.is_empty() {
+        return Ok(None);
+    }
+    let invalid = || -> Status {
+        Error::invalid(
+            "page_token",
+            "is not a token this server gave; pass next_page_token unchanged",
+        )
+        .into()
+    };
+    let (region, id) = token.split_once('/').ok_or_else(invalid)?;
+    let region = RegionCode::parse(region).map_err(|_| invalid())?;
+    let id = HouseholdId::parse(id).map_err(|_| invalid())?;
+    Ok(Some((region, id)))
+}
+
+#[tonic::async_trait]
+impl Rolls for Api {
+    async fn get_household(
+        &self,
+        request: Request<pb::GetHouseholdRequest>,
+    ) -> Result<Response<pb::GetHouseholdResponse>, Status> {
+        let id = household_id(&request.get_ref().household_id)?;
+        let entry = self.register.household(&id)?;
+        Ok(Response::new(pb::GetHouseholdResponse {
+            household: Some(convert::household(&id, &entry)),
+        }))
+    }
+
+    async fn get_history(
+        &self,
+        request: Request<pb::GetHistoryRequest>,
+    ) -> Result<Response<pb::GetHistoryResponse>, Status> {
+        let id = household_id(&request.get_ref().household_id)?;
+        let events = self.register.history(&id)?;
+        Ok(Response::new(pb::GetHistoryResponse {
+            events: events.iter().map(convert::event).collect(),
+        }))
+    }
+
+    type ListRosterStream = ResponseStream<pb::ListRosterResponse>;
+
+    async fn list_roster(
+        &self,
+        request: Request<pb::ListRosterRequest>,
+    ) -> Result<Response<Self::ListRosterStream>, Status> {
+        let request = request.into_inner();
+        let prefix = region_prefix(&request.region_prefix)?;
+        let mut statuses = Vec::new();
+        for (i, raw) in request.statuses.iter().enumerate() {
+            statuses.push(
+                HouseholdStatus::from_proto(*raw)
+                    .map_err(|e| Error::invalid(format!("statuses[{i}]"), e))?,
+            );
+        }
+        if statuses.is_empty() {
+            statuses.push(HouseholdStatus::OnRoll);
+        }
+        let after = page_token(&request.page_token)?;
+        let page = self.register.roster(
+            prefix,
+            &statuses,
+            after.as_ref(),
+            page_size(request.page_size),
+        );
+        let next_page_token = page
+            .next
+            .map(|(region, id)| format!("{region}/{id}"))
+            .unwrap_or_default();
+        let households: Vec<pb::Household> = page
+            .households
+            .iter()
+            .map(|(id, entry)| convert::household(id, entry))
+            .collect();
+        let mut messages: Vec<pb::ListRosterResponse> = households
+            .chunks(ROSTER_CHUNK)
+            .map(|chunk| pb::ListRosterResponse {
+                households: chunk.to_vec(),
+                next_page_token: String::new(),
+            })
+            .collect();
+        match messages.last_mut() {
+            Some(last) => last.next_page_token = next_page_token,
+            None => messages.push(pb::ListRosterResponse {
+                households: Vec::new(),
+                next_page_token,
+            }),
+        }
+        Ok(Response::new(Box::pin(tokio_stream::iter(
+            messages.into_iter().map(Ok),
+        ))))
+    }
+
+    async fn get_stats(
+        &self,
+        request: Request<pb::GetStatsRequest>,
+    ) -> Result<Response<pb::GetStatsResponse>, Status> {
+        let prefix = region_prefix(&request.get_ref().region_prefix)?;
+        let stats = self.register.stats(prefix);
+        Ok(Response::new(convert::stats(prefix, &stats)))
+    }
+}
+
+#[tonic::async_trait]
+impl AuditLog for Api {
+    async fn get_head(
+        &self,
+        _request: Request<pb::GetHeadRequest>,
+    ) -> Result<Response<pb::GetHeadResponse>, Status> {
+        let head = self.register.head();
+        Ok(Response::new(pb::GetHeadResponse {
+            seq: head.seq,
+            hash: head.hash.to_vec(),
+        }))
+    }
+
+    type ReadEventsStream = ResponseStream<pb::ReadEventsResponse>;
+
+    async fn read_events(
+        &self,
+        request: Request<pb::ReadEventsRequest>,
+    ) -> Result<Response<Self::ReadEventsStream>, Status> {
+        let request = request.into_inner();
+        let events = self
+            .register
+            .events(request.from_seq.max(1), page_size(request.limit))?;
+        Ok(Response::new(Box::pin(tokio_stream::iter(
+            events.into_iter().map(|recorded| {
+                Ok(pb::ReadEventsResponse {
+                    event: Some(convert::event(&recorded)),
+                })
+            }),
+        ))))
+    }
+}

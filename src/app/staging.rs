@@ -1,0 +1,128 @@
+//! What a group commit has decided but not yet committed, layered over the roll.
+//!
+//! ```text
+//!   job layer   (one request: a batch is all or nothing, so it stages apart)
+//!     └ group layer   (every job of this commit that was accepted so far)
+//!         └ Roll      (committed, under the read lock)
+//! ```
+//!
+//! A lookup falls through the layers top-down; an accepted job's layer is absorbed into the
+//! group's, a refused one's is dropped. Nothing here touches the roll or the disk.
+
+use std::collections::HashMap;
+
+use crate::domain::{HouseholdId, HouseholdState, IdNumber, PersonDirectory};
+use crate::projection::Roll;
+
+/// What the writer needs to know about the register while it decides.
+pub(super) trait View {
+    /// A household's state and version.
+    fn household(&self, id: &HouseholdId) -> Option<(HouseholdState, u64)>;
+    /// The household holding `person`, if any.
+    fn person(&self, person: &IdNumber) -> Option<HouseholdId>;
+    /// The seq of the event that `request_id` produced, if any.
+    fn request(&self, request_id: &str) -> Option<u64>;
+}
+
+impl View for Roll {
+    fn household(&self, id: &HouseholdId) -> Option<(HouseholdState, u64)> {
+        Roll::household(self, id).map(|entry| (entry.state.clone(), entry.version()))
+    }
+
+    fn person(&self, person: &IdNumber) -> Option<HouseholdId> {
+        self.household_of(person)
+    }
+
+    fn request(&self, request_id: &str) -> Option<u64> {
+        Roll::request(self, request_id)
+    }
+}
+
+/// Changes staged over a base view.
+#[derive(Default)]
+pub(super) struct Changes {
+    households: HashMap<HouseholdId, (HouseholdState, u64)>,
+    /// `None`: the person was released by a staged change.
+    persons: HashMap<IdNumber, Option<HouseholdId>>,
+    requests: HashMap<String, u64>,
+}
+
+pub(super) struct Staged<'a> {
+    base: &'a dyn View,
+    changes: Changes,
+}
+
+impl<'a> Staged<'a> {
+    pub fn over(base: &'a dyn View) -> Self {
+        Self {
+            base,
+            changes: Changes::default(),
+        }
+    }
+
+    /// Stages an accepted event's effect: the household's new state and version, the people it
+    /// holds or released, and its request_id.
+    pub fn record(
+        &mut self,
+        id: &HouseholdId,
+        before: Option<&HouseholdState>,
+        after: HouseholdState,
+        version: u64,
+        request: Option<(&str, u64)>,
+    ) {
+        if let Some(before) = before {
+            for person in before.active_members() {
+                self.changes.persons.insert(person.clone(), None);
+            }
+        }
+        for person in after.active_members() {
+            self.changes
+                .persons
+                .insert(person.clone(), Some(id.clone()));
+        }
+        if let Some((request_id, seq)) = request {
+            self.changes.requests.insert(request_id.to_owned(), seq);
+        }
+        self.changes.households.insert(id.clone(), (after, version));
+    }
+
+    pub fn into_changes(self) -> Changes {
+        self.changes
+    }
+
+    /// Takes in the changes of a layer that was staged over this one.
+    pub fn absorb(&mut self, changes: Changes) {
+        self.changes.households.extend(changes.households);
+        self.changes.persons.extend(changes.persons);
+        self.changes.requests.extend(changes.requests);
+    }
+}
+
+impl View for Staged<'_> {
+    fn household(&self, id: &HouseholdId) -> Option<(HouseholdState, u64)> {
+        match self.changes.households.get(id) {
+            Some(staged) => Some(staged.clone()),
+            None => self.base.household(id),
+        }
+    }
+
+    fn person(&self, person: &IdNumber) -> Option<HouseholdId> {
+        match self.changes.persons.get(person) {
+            Some(staged) => staged.clone(),
+            None => self.base.person(person),
+        }
+    }
+
+    fn request(&self, request_id: &str) -> Option<u64> {
+        match self.changes.requests.get(request_id) {
+            Some(seq) => Some(*seq),
+            None => self.base.request(request_id),
+        }
+    }
+}
+
+impl PersonDirectory for Staged<'_> {
+    fn household_of(&self, person: &IdNumber) -> Option<HouseholdId> {
+        self.person(person)
+    }
+}

@@ -1,0 +1,316 @@
+//! The one writer: takes every job waiting, decides them, commits them with one flush + fsync,
+//! moves the roll, and answers.
+//!
+//! ```text
+//!   wait for a job ─▶ take all that are queued (up to MAX_GROUP_EVENTS commands)
+//!        ▲                │
+//!        │                ▼  decide each job against Roll + group layer (staging)
+//!        │           Log::append(bodies)            one durable commit for the whole group
+//!        │                │
+//!        │                ▼  Roll::apply(events)   under the write lock, after the fsync
+//!        └──────── answer every job
+//! ```
+//!
+//! A job whose commands break a rule is answered with that error and leaves nothing behind;
+//! the rest of the group still commits. If the commit itself fails, every job of the group is
+//! answered with the failure and neither the log head nor the roll moves.
+
+use std::thread::JoinHandle;
+
+use chrono::{DateTime, SubsecRound, Utc};
+use tokio::sync::{mpsc, oneshot};
+
+use super::staging::{Staged, View};
+use super::{Receipt, Recorded, Shared};
+use crate::domain::{decide, Command, Context, Event};
+use crate::error::Error;
+use crate::store::Head;
+
+/// Stop adding jobs to a group once it holds this many commands: a bound on the memory and
+/// latency of one commit, far above what group commit needs to amortize the fsync.
+const MAX_GROUP_EVENTS: usize = 20_000;
+
+pub(super) enum Job {
+    Append {
+        commands: Vec<Command>,
+        reply: oneshot::Sender<Result<Vec<Receipt>, Error>>,
+    },
+    /// Finish what is queued before this, then stop.
+    Stop,
+}
+
+pub(super) fn spawn(
+    shared: std::sync::Arc<Shared>,
+    mut jobs: mpsc::Receiver<Job>,
+) -> Result<JoinHandle<()>, Error> {
+    std::thread::Builder::new()
+        .name("rollstore-writer".into())
+        .spawn(move || {
+            while let Some(first) = jobs.blocking_recv() {
+                let mut group = Vec::new();
+                let mut stop = false;
+                let mut size = 0;
+                let mut next = Some(first);
+                while let Some(job) = next.take() {
+                    match job {
+                        Job::Stop => {
+                            stop = true;
+                            break;
+                        }
+                        Job::Append { commands, reply } => {
+                            size += commands.len();
+                            group.push((commands, reply));
+                        }
+                    }
+                    if size < MAX_GROUP_EVENTS {
+                        next = jobs.try_recv().ok();
+                    }
+                }
+                commit(&shared, group);
+                if stop {
+                    break;
+                }
+            }
+            // Jobs still queued are dropped here; their callers are told the server is stopping.
+        })
+        .map_err(|e| Error::Io(format!("cannot start the writer thread: {e}")))
+}
+
+/// What one command came to.
+enum Outcome {
+    /// Appended as the event at this index of the group's events.
+    Appended(usize),
+    /// Its request_id had already produced the event at this seq, with the same content.
+    Replay(u64),
+}
+
+type Reply = oneshot::Sender<Result<Vec<Receipt>, Error>>;
+
+fn commit(shared: &Shared, group: Vec<(Vec<Command>, Reply)>) {
+    let now: DateTime<Utc> = Utc::now().trunc_subsecs(6);
+    let today = now.with_timezone(&shared.config.utc_offset).date_naive();
+    let ctx = Context {
+        today,
+        policy: &shared.config.policy,
+    };
+    let head = shared.log.head();
+    let mut events: Vec<Event> = Vec::new();
+    let mut answers: Vec<(Reply, Result<Vec<Outcome>, Error>)> = Vec::new();
+    {
+        let roll = shared
+            .roll
+            .read()
+            .expect("the roll lock is never held across a panic");
+        let mut staged_group = Staged::over(&*roll);
+        for (commands, reply) in group {
+            let mut job = Staged::over(&staged_group);
+            let first_event = events.len();
+            let batch = commands.len() > 1;
+            let mut outcomes = Vec::with_capacity(commands.len());
+            let mut failure = None;
+            for (i, command) in commands.iter().enumerate() {
+                let staged = Staging {
+                    shared,
+                    head,
+                    now,
+                    ctx,
+                    events: &events,
+                };
+                match staged.stage(&mut job, command) {
+                    Ok(Decision::Append(event)) => {
+                        outcomes.push(Outcome::Appended(events.len()));
+                        events.push(*event);
+                    }
+                    Ok(Decision::Replay(seq)) => outcomes.push(Outcome::Replay(seq)),
+                    Err(error) => {
+                        failure = Some(if batch {
+                            error.within(&format!("commands[{i}]"))
+                        } else {
+                            error
+                        });
+                        break;
+                    }
+                }
+            }
+            match failure {
+                None => {
+                    let changes = job.into_changes();
+                    staged_group.absorb(changes);
+                    answers.push((reply, Ok(outcomes)));
+                }
+                Some(error) => {
+                    events.truncate(first_event);
+                    answers.push((reply, Err(error)));
+                }
+            }
+        }
+    }
+
+    let committed = if events.is_empty() {
+        Ok(Vec::new())
+    } else {
+        append(shared, &events)
+    };
+    let positions = match committed {
+        Ok(positions) => positions,
+        Err(error) => {
+            tracing::error!(%error, events = events.len(), "commit failed; nothing was appended");
+            for (reply, _) in answers {
+                let _ = reply.send(Err(error.clone()));
+            }
+            return;
+        }
+    };
+    {
+        let mut roll = shared
+            .roll
+            .write()
+            .expect("the roll lock is never held across a panic");
+        for event in &events {
+            roll.apply(event);
+        }
+    }
+    for (reply, outcome) in answers {
+        let receipts = outcome.and_then(|outcomes| {
+            outcomes
+                .into_iter()
+                .map(|outcome| receipt(shared, head, &events, &positions, outcome))
+                .collect()
+        });
+        let _ = reply.send(receipts);
+    }
+}
+
+/// Encodes the events and appends them durably.
+fn append(shared: &Shared, events: &[Event]) -> Result<Vec<Head>, Error> {
+    let bodies = events
+        .iter()
+        .map(|event| {
+            serde_json::to_vec(event)
+                .map_err(|e| Error::Io(format!("cannot encode event {}: {e}", event.seq)))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let positions = shared.log.append(&bodies)?;
+    for (event, position) in events.iter().zip(&positions) {
+        assert_eq!(
+            event.seq, position.seq,
+            "the writer is the log's only appender, so their seqs agree"
+        );
+    }
+    Ok(positions)
+}
+
+fn receipt(
+    shared: &Shared,
+    head: Head,
+    events: &[Event],
+    positions: &[Head],
+    outcome: Outcome,
+) -> Result<Receipt, Error> {
+    let (event, hash, replayed) = match outcome {
+        Outcome::Appended(index) => (&events[index], positions[index].hash, false),
+        Outcome::Replay(seq) if seq > head.seq => {
+            let index = (seq - head.seq - 1) as usize;
+            (&events[index], positions[index].hash, true)
+        }
+        Outcome::Replay(seq) => {
+            let original = original_event(shared, seq)?;
+            return Ok(Receipt {
+                seq,
+                version: original.event.version,
+                hash: original.hash,
+                recorded_at: original.event.recorded_at,
+                replayed: true,
+            });
+        }
+    };
+    Ok(Receipt {
+        seq: event.seq,
+        version: event.version,
+        hash,
+        recorded_at: event.recorded_at,
+        replayed,
+    })
+}
+
+fn original_event(shared: &Shared, seq: u64) -> Result<Recorded, Error> {
+    let entry = shared.log.get(seq)?.ok_or_else(|| {
+        Error::Corrupt(format!(
+            "request index names event {seq}, which is not in the log"
+        ))
+    })?;
+    Recorded::decode(entry)
+}
+
+/// What staging one command produced.
+enum Decision {
+    Append(Box<Event>),
+    Replay(u64),
+}
+
+/// Everything one command is staged against.
+struct Staging<'a> {
+    shared: &'a Shared,
+    head: Head,
+    now: DateTime<Utc>,
+    ctx: Context<'a>,
+    /// The group's events staged before this command.
+    events: &'a [Event],
+}
+
+impl Staging<'_> {
+    fn stage(&self, view: &mut Staged<'_>, command: &Command) -> Result<Decision, Error> {
+        if let Some(request_id) = &command.request_id {
+            if let Some(seq) = view.request(request_id) {
+                let recorded_by = if seq > self.head.seq {
+                    let index = (seq - self.head.seq - 1) as usize;
+                    command.is_recorded_by(&self.events[index])
+                } else {
+                    command.is_recorded_by(&original_event(self.shared, seq)?.event)
+                };
+                return if recorded_by {
+                    Ok(Decision::Replay(seq))
+                } else {
+                    Err(Error::RequestReused {
+                        request_id: request_id.clone(),
+                        seq,
+                    })
+                };
+            }
+        }
+        let id = &command.household_id;
+        let current = view.household(id);
+        let version = current.as_ref().map_or(0, |(_, version)| *version);
+        if let Some(expected) = command.expected_version {
+            if expected != version {
+                return Err(Error::VersionConflict {
+                    household_id: id.to_string(),
+                    expected,
+                    actual: version,
+                });
+            }
+        }
+        let before = current.as_ref().map(|(state, _)| state);
+        let next = decide(self.ctx, before, command, &*view)?;
+        let seq = self.head.seq + self.events.len() as u64 + 1;
+        let event = Event {
+            seq,
+            household_id: id.clone(),
+            version: version + 1,
+            effective_date: command.effective_date,
+            recorded_at: self.now,
+            actor: self.shared.config.actor.clone(),
+            document_ref: command.document_ref.clone(),
+            request_id: command.request_id.clone(),
+            change: command.change.clone(),
+        };
+        view.record(
+            id,
+            before,
+            next,
+            event.version,
+            command.request_id.as_deref().map(|r| (r, seq)),
+        );
+        Ok(Decision::Append(Box::new(event)))
+    }
+}

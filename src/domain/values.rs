@@ -1,0 +1,503 @@
+//! The register's value types: identifiers that check themselves, and its vocabulary.
+//!
+//! Every identifier here is parsed once, at the edge, and is valid from then on:
+//!
+//! ```text
+//!   "610602100201"        ──RegionCode::parse──▶  RegionCode(610602100201)
+//!   "610602"              ──RegionPrefix::parse─▶ RegionPrefix { digits: 6, .. } covers
+//!                                                 610602000000 ..= 610602999999
+//!   "61060219800101001X"  ──IdNumber::parse─────▶ IdNumber (checksum and birth date checked)
+//!   "BT-2015-000123"      ──HouseholdId::parse──▶ HouseholdId
+//! ```
+//!
+//! A failed parse is an [`InvalidValue`]: the reason a clerk can act on, without the field's name
+//! (the caller knows where the value came from and adds that).
+//!
+//! This module is pure: no I/O, no clock, no storage keys.
+
+use std::fmt;
+
+use chrono::NaiveDate;
+use serde::{Deserialize, Serialize};
+
+/// A calendar date (effective dates, procedure dates). Serialized as `YYYY-MM-DD`.
+pub type Date = NaiveDate;
+
+/// Why a value could not be parsed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InvalidValue(pub String);
+
+impl fmt::Display for InvalidValue {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+fn invalid<T>(message: impl Into<String>) -> Result<T, InvalidValue> {
+    Err(InvalidValue(message.into()))
+}
+
+/// Parses a `YYYY-MM-DD` date.
+pub fn parse_date(text: &str) -> Result<Date, InvalidValue> {
+    if text.len() != 10 {
+        return invalid(format!("'{text}' is not a date of the form YYYY-MM-DD"));
+    }
+    NaiveDate::parse_from_str(text, "%Y-%m-%d").or_else(|_| {
+        invalid(format!(
+            "'{text}' is not a calendar date of the form YYYY-MM-DD"
+        ))
+    })
+}
+
+/// A household's number (户编号): 1–64 characters of `[0-9A-Za-z_-]`, chosen by the caller.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct HouseholdId(String);
+
+impl HouseholdId {
+    pub const MAX_LEN: usize = 64;
+
+    pub fn parse(text: &str) -> Result<Self, InvalidValue> {
+        if text.is_empty() {
+            return invalid("a household id is required");
+        }
+        if text.len() > Self::MAX_LEN {
+            return invalid(format!(
+                "a household id has at most {} characters, this one has {}",
+                Self::MAX_LEN,
+                text.len()
+            ));
+        }
+        if let Some(c) = text
+            .chars()
+            .find(|c| !(c.is_ascii_alphanumeric() || *c == '_' || *c == '-'))
+        {
+            return invalid(format!(
+                "a household id uses only 0-9 A-Z a-z _ -, not {c:?}"
+            ));
+        }
+        Ok(Self(text.to_owned()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// A sentinel that orders before every valid id (it is empty, which no valid id is), for
+    /// the lower bound of ranges keyed by household.
+    pub fn before_all() -> Self {
+        Self(String::new())
+    }
+}
+
+impl TryFrom<String> for HouseholdId {
+    type Error = InvalidValue;
+    fn try_from(text: String) -> Result<Self, InvalidValue> {
+        Self::parse(&text)
+    }
+}
+
+impl From<HouseholdId> for String {
+    fn from(id: HouseholdId) -> String {
+        id.0
+    }
+}
+
+impl fmt::Display for HouseholdId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// A 12-digit statistical division code (统计用区划代码): province(2) city(2) county(2)
+/// township(3) village(3). Kept as a number, so that codes order as their digits do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct RegionCode(u64);
+
+impl RegionCode {
+    pub const DIGITS: u8 = 12;
+
+    pub fn parse(text: &str) -> Result<Self, InvalidValue> {
+        if text.len() != usize::from(Self::DIGITS) || !text.bytes().all(|b| b.is_ascii_digit()) {
+            return invalid(format!(
+                "a region code is 12 digits (province 2, city 2, county 2, township 3, village 3), not '{text}'"
+            ));
+        }
+        text.parse()
+            .map(Self)
+            .or_else(|_| invalid(format!("'{text}' is not a region code")))
+    }
+
+    pub fn value(self) -> u64 {
+        self.0
+    }
+
+    /// The code's first `digits` digits, as a prefix.
+    pub fn truncate(self, digits: u8) -> RegionPrefix {
+        let digits = digits.min(Self::DIGITS);
+        RegionPrefix {
+            digits,
+            value: self.0 / 10u64.pow(u32::from(Self::DIGITS - digits)),
+        }
+    }
+}
+
+impl TryFrom<String> for RegionCode {
+    type Error = InvalidValue;
+    fn try_from(text: String) -> Result<Self, InvalidValue> {
+        Self::parse(&text)
+    }
+}
+
+impl From<RegionCode> for String {
+    fn from(code: RegionCode) -> String {
+        code.to_string()
+    }
+}
+
+impl fmt::Display for RegionCode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:012}", self.0)
+    }
+}
+
+/// A region prefix of 0 (the whole store), 2, 4, 6, 9 or 12 digits: every level of the
+/// division tree. It covers a contiguous range of [`RegionCode`]s.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct RegionPrefix {
+    digits: u8,
+    value: u64,
+}
+
+impl RegionPrefix {
+    /// The lengths a prefix may have, one per level of the division tree.
+    pub const LEVELS: [u8; 6] = [0, 2, 4, 6, 9, 12];
+
+    pub const ALL: RegionPrefix = RegionPrefix {
+        digits: 0,
+        value: 0,
+    };
+
+    pub fn parse(text: &str) -> Result<Self, InvalidValue> {
+        let digits = u8::try_from(text.len()).unwrap_or(u8::MAX);
+        if !Self::LEVELS.contains(&digits) || !text.bytes().all(|b| b.is_ascii_digit()) {
+            return invalid(format!(
+                "a region prefix has 0, 2, 4, 6, 9 or 12 digits (whole store, province, city, county, township, village), not '{text}'"
+            ));
+        }
+        let value = if text.is_empty() {
+            0
+        } else {
+            text.parse()
+                .or_else(|_| invalid(format!("'{text}' is not a region prefix")))?
+        };
+        Ok(Self { digits, value })
+    }
+
+    pub fn digits(self) -> u8 {
+        self.digits
+    }
+
+    /// The first and last code the prefix covers.
+    pub fn range(self) -> (RegionCode, RegionCode) {
+        let scale = 10u64.pow(u32::from(RegionCode::DIGITS - self.digits));
+        (
+            RegionCode(self.value * scale),
+            RegionCode(self.value * scale + (scale - 1)),
+        )
+    }
+
+    pub fn contains(self, code: RegionCode) -> bool {
+        let (first, last) = self.range();
+        first <= code && code <= last
+    }
+
+    /// The length of the level below this one (12 stays 12).
+    pub fn next_level(self) -> u8 {
+        Self::LEVELS
+            .iter()
+            .copied()
+            .find(|&d| d > self.digits)
+            .unwrap_or(RegionCode::DIGITS)
+    }
+}
+
+impl fmt::Display for RegionPrefix {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.digits == 0 {
+            Ok(())
+        } else {
+            write!(
+                f,
+                "{:0width$}",
+                self.value,
+                width = usize::from(self.digits)
+            )
+        }
+    }
+}
+
+/// An 18-character resident identity number (GB 11643): a 6-digit address code, an 8-digit
+/// birth date, a 3-digit sequence and a check character (ISO 7064 MOD 11-2, `X` for 10).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct IdNumber(String);
+
+impl IdNumber {
+    const WEIGHTS: [u32; 17] = [7, 9, 10, 5, 8, 4, 2, 1, 6, 3, 7, 9, 10, 5, 8, 4, 2];
+    const CHECK: [u8; 11] = *b"10X98765432";
+
+    pub fn parse(text: &str) -> Result<Self, InvalidValue> {
+        let bytes = text.as_bytes();
+        if bytes.len() != 18 || !bytes[..17].iter().all(u8::is_ascii_digit) {
+            return invalid(format!(
+                "an ID number is 17 digits and a check character (18 in all), not '{text}'"
+            ));
+        }
+        let expected = Self::check_character(&bytes[..17]);
+        let given = bytes[17].to_ascii_uppercase();
+        if given != expected {
+            return invalid(format!(
+                "ID number '{text}' fails its checksum: the last character should be '{}'",
+                char::from(expected)
+            ));
+        }
+        let birth = &text[6..14];
+        if NaiveDate::parse_from_str(birth, "%Y%m%d").is_err() {
+            return invalid(format!(
+                "ID number '{text}' carries the birth date {birth}, which is not a calendar date"
+            ));
+        }
+        let mut normalized = text.to_owned();
+        normalized.make_ascii_uppercase();
+        Ok(Self(normalized))
+    }
+
+    /// The check character for 17 leading digits (ISO 7064 MOD 11-2).
+    pub fn check_character(first17: &[u8]) -> u8 {
+        let sum: u32 = first17
+            .iter()
+            .zip(Self::WEIGHTS)
+            .map(|(d, w)| u32::from(d - b'0') * w)
+            .sum();
+        Self::CHECK[(sum % 11) as usize]
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// The birth date the number carries (checked when it was parsed).
+    pub fn birth_date(&self) -> Date {
+        NaiveDate::parse_from_str(&self.0[6..14], "%Y%m%d")
+            .expect("IdNumber::parse checked the birth date")
+    }
+}
+
+impl TryFrom<String> for IdNumber {
+    type Error = InvalidValue;
+    fn try_from(text: String) -> Result<Self, InvalidValue> {
+        Self::parse(&text)
+    }
+}
+
+impl From<IdNumber> for String {
+    fn from(id: IdNumber) -> String {
+        id.0
+    }
+}
+
+impl fmt::Display for IdNumber {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// Declares a closed vocabulary: a serde-friendly enum with its Chinese label.
+macro_rules! vocabulary {
+    ($(#[$meta:meta])* $name:ident { $($variant:ident => $label:literal),+ $(,)? }) => {
+        $(#[$meta])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+        #[serde(rename_all = "snake_case")]
+        pub enum $name { $($variant),+ }
+
+        impl $name {
+            pub const ALL: &'static [$name] = &[$($name::$variant),+];
+
+            /// The term the register uses.
+            pub fn label(self) -> &'static str {
+                match self { $($name::$variant => $label),+ }
+            }
+        }
+    };
+}
+
+vocabulary! {
+    /// Where a household stands on the roll.
+    Status { OnRoll => "在册", Exited => "已脱贫", Removed => "已剔除" }
+}
+
+vocabulary! {
+    /// 户属性.
+    Attribute { General => "一般贫困户", LowIncome => "低保贫困户", DestituteSupport => "特困供养贫困户" }
+}
+
+vocabulary! {
+    /// 致贫原因.
+    Cause {
+        Illness => "因病", Disability => "因残", Schooling => "因学", Disaster => "因灾",
+        LackOfLand => "缺土地", LackOfWater => "缺水", LackOfSkills => "缺技术",
+        LackOfLabor => "缺劳力", LackOfFunds => "缺资金", PoorTransport => "交通条件落后",
+        LackOfDrive => "自身发展动力不足", Other => "其它",
+    }
+}
+
+vocabulary! {
+    /// 防返贫监测: whether and why a household is watched.
+    Monitoring {
+        NotMonitored => "非监测对象", UnstableExited => "脱贫不稳定户",
+        Edge => "边缘易致贫户", SuddenHardship => "突发严重困难户",
+    }
+}
+
+vocabulary! {
+    /// 与户主关系.
+    Relation {
+        Head => "户主", Spouse => "配偶", Child => "子女", ChildInLaw => "儿媳/女婿",
+        Grandchild => "孙子女", Parent => "父母", Grandparent => "祖父母", Sibling => "兄弟姐妹",
+        Other => "其他",
+    }
+}
+
+vocabulary! {
+    /// 健康状况.
+    Health { Healthy => "健康", ChronicIllness => "长期慢性病", SeriousIllness => "患有大病", Disabled => "残疾" }
+}
+
+vocabulary! {
+    /// 劳动技能.
+    Labor { Skilled => "技能劳动力", Ordinary => "普通劳动力", Weak => "弱劳动力", Lost => "丧失劳动力", NoLabor => "无劳动力" }
+}
+
+vocabulary! {
+    /// 文化程度.
+    Schooling {
+        Preschool => "学龄前", InSchool => "在校生", Illiterate => "文盲或半文盲", Primary => "小学",
+        Junior => "初中", Senior => "高中", College => "大专及以上",
+    }
+}
+
+vocabulary! {
+    /// 帮扶措施.
+    MeasureKind {
+        Industry => "产业扶持", Employment => "就业扶持", Relocation => "易地扶贫搬迁",
+        Housing => "危房改造", Education => "教育扶贫", Health => "健康扶贫",
+        Microcredit => "小额信贷", Ecology => "生态扶贫", Guarantee => "兜底保障", Other => "其他",
+    }
+}
+
+vocabulary! {
+    /// Why a household leaves the roll.
+    ExitReason { LiftedOut => "脱贫", Removed => "错评剔除", Dissolved => "自然销户" }
+}
+
+vocabulary! {
+    /// Why a member joins a household.
+    MemberAddedReason { Birth => "新生儿", MarriageIn => "婚入", TransferIn => "迁入", Other => "其他" }
+}
+
+vocabulary! {
+    /// Why a member leaves a household.
+    MemberRemovedReason {
+        Death => "死亡", MarriageOut => "婚出", Emigration => "迁出", Imprisonment => "服刑",
+        TransferOut => "转出", Other => "其他",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Completes 17 digits with their check character.
+    fn with_check(first17: &str) -> String {
+        let check = IdNumber::check_character(first17.as_bytes());
+        format!("{first17}{}", char::from(check))
+    }
+
+    #[test]
+    fn id_numbers() {
+        let good = with_check("61060219800101001");
+        assert!(IdNumber::parse(&good).is_ok());
+        // The standard's published example.
+        assert!(IdNumber::parse("11010519491231002X").is_ok());
+        assert!(IdNumber::parse("11010519491231002x").is_ok());
+        for bad in [
+            "",
+            "1101051949123100",
+            "110105194912310021",
+            "11010519491331002X",
+            "1101051949123100AX",
+            "11010519491231002X0",
+        ] {
+            assert!(IdNumber::parse(bad).is_err(), "{bad} should be refused");
+        }
+        assert_eq!(
+            IdNumber::parse("11010519491231002X").unwrap().birth_date(),
+            NaiveDate::from_ymd_opt(1949, 12, 31).unwrap()
+        );
+    }
+
+    #[test]
+    fn region_codes_and_prefixes() {
+        let code = RegionCode::parse("610602100201").unwrap();
+        assert_eq!(code.to_string(), "610602100201");
+        for bad in ["61060210020", "6106021002011", "61060210020a", ""] {
+            assert!(RegionCode::parse(bad).is_err(), "{bad:?}");
+        }
+        for (text, covers) in [
+            ("", true),
+            ("61", true),
+            ("6106", true),
+            ("610602", true),
+            ("610602100", true),
+            ("610602100201", true),
+            ("610603", false),
+            ("610602101", false),
+        ] {
+            let prefix = RegionPrefix::parse(text).unwrap();
+            assert_eq!(prefix.contains(code), covers, "{text}");
+            assert_eq!(prefix.to_string(), text);
+        }
+        for bad in [
+            "6",
+            "610",
+            "61060",
+            "6106021",
+            "61060210",
+            "6106021002",
+            "61x602",
+        ] {
+            assert!(RegionPrefix::parse(bad).is_err(), "{bad}");
+        }
+        assert_eq!(code.truncate(9).to_string(), "610602100");
+        assert_eq!(RegionPrefix::parse("610602").unwrap().next_level(), 9);
+        assert_eq!(RegionPrefix::ALL.next_level(), 2);
+    }
+
+    #[test]
+    fn household_ids() {
+        assert!(HouseholdId::parse("BT-2015_0001").is_ok());
+        for bad in ["", "a b", "户1", &"x".repeat(65)] {
+            assert!(HouseholdId::parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn dates() {
+        assert!(parse_date("2018-12-31").is_ok());
+        for bad in ["2018-02-30", "2018-1-1", "20181231", "", "2018-12-31T00:00"] {
+            assert!(parse_date(bad).is_err(), "{bad}");
+        }
+    }
+}
