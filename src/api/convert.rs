@@ -620,122 +620,137 @@ pub fn timestamp(t: chrono::DateTime<chrono::Utc>) -> String {
     t.to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
 }
 
+/// A command as the message a client sends in a batch: the inverse of [`batch_command`].
+/// Clients written in Rust (the demo's loader, the tests) build domain commands and send these.
+pub fn command_message(command: &Command) -> pb::Command {
+    use pb::command::Command as Kind;
+    let household_id = command.household_id.to_string();
+    let effective_date = date(command.effective_date);
+    let document_ref = command.document_ref.clone();
+    let expected_version = command.expected_version;
+    let request_id = command.request_id.clone().unwrap_or_default();
+    let kind = match &command.change {
+        Change::Identify(id) => Kind::Identify(pb::IdentifyRequest {
+            household_id,
+            effective_date,
+            document_ref,
+            expected_version,
+            request_id,
+            region_code: id.region_code.to_string(),
+            members: id.members.iter().map(member_out).collect(),
+            head_id: id.head_id.to_string(),
+            attribute: pb::Attribute::from(id.attribute) as i32,
+            primary_cause: pb::Cause::from(id.primary_cause) as i32,
+            other_causes: causes_out(&id.other_causes),
+            income_per_capita: id.income_per_capita,
+            safety_net: id.safety_net,
+            monitoring: pb::Monitoring::from(id.monitoring) as i32,
+            helper: id.helper.as_ref().map(helper_out),
+            measures: id.measures.iter().map(measure_out).collect(),
+            assessment: id.assessment.as_ref().map(assessment_out),
+            procedure: id.procedure.as_ref().map(procedure_out),
+        }),
+        Change::Adjust(a) => Kind::Adjust(pb::AdjustRequest {
+            household_id,
+            effective_date,
+            document_ref,
+            expected_version,
+            request_id,
+            members_added: a
+                .members_added
+                .iter()
+                .map(|m| pb::MemberAdded {
+                    member: Some(member_out(&m.member)),
+                    reason: pb::MemberAddedReason::from(m.reason) as i32,
+                })
+                .collect(),
+            members_removed: a
+                .members_removed
+                .iter()
+                .map(|m| pb::MemberRemoved {
+                    id_number: m.id_number.to_string(),
+                    reason: pb::MemberRemovedReason::from(m.reason) as i32,
+                })
+                .collect(),
+            head_id: a.head_id.as_ref().map(ToString::to_string),
+            relocate_to: a.relocate_to.map(|r| r.to_string()),
+            attribute: a.attribute.map(|v| pb::Attribute::from(v) as i32),
+            causes: a.causes.as_ref().map(|c| pb::Causes {
+                primary_cause: pb::Cause::from(c.primary) as i32,
+                other_causes: causes_out(&c.others),
+            }),
+            income_per_capita: a.income_per_capita,
+            safety_net: a.safety_net,
+            monitoring: a.monitoring.map(|v| pb::Monitoring::from(v) as i32),
+            helper: a.helper.as_ref().map(helper_out),
+            measures: a.measures.iter().map(measure_out).collect(),
+            note: a.note.clone(),
+        }),
+        Change::Exit(x) => Kind::Exit(pb::ExitRequest {
+            household_id,
+            effective_date,
+            document_ref,
+            expected_version,
+            request_id,
+            reason: pb::ExitReason::from(x.reason) as i32,
+            checklist: x.checklist.as_ref().map(|c| pb::ExitChecklist {
+                food_and_clothing: c.food_and_clothing,
+                compulsory_education: c.compulsory_education,
+                basic_medical_care: c.basic_medical_care,
+                safe_housing: c.safe_housing,
+                safe_drinking_water: c.safe_drinking_water,
+            }),
+            income_per_capita: x.income_per_capita,
+            procedure: x.procedure.as_ref().map(procedure_out),
+            note: x.note.clone(),
+        }),
+        Change::Relapse(r) => Kind::Relapse(pb::RelapseRequest {
+            household_id,
+            effective_date,
+            document_ref,
+            expected_version,
+            request_id,
+            primary_cause: pb::Cause::from(r.primary_cause) as i32,
+            income_per_capita: r.income_per_capita,
+            note: r.note.clone(),
+        }),
+    };
+    pb::Command {
+        command: Some(kind),
+    }
+}
+
 pub fn event(recorded: &Recorded) -> pb::Event {
+    use pb::command::Command as Kind;
     use pb::event::Payload;
     let e = &recorded.event;
-    let household_id = e.household_id.to_string();
-    let effective_date = date(e.effective_date);
-    let document_ref = e.document_ref.clone();
-    let request_id = e.request_id.clone().unwrap_or_default();
-    let (kind, payload) = match &e.change {
-        Change::Identify(id) => (
-            pb::EventKind::Identify,
-            Payload::Identify(pb::IdentifyRequest {
-                household_id: household_id.clone(),
-                effective_date: effective_date.clone(),
-                document_ref: document_ref.clone(),
-                expected_version: None,
-                request_id: request_id.clone(),
-                region_code: id.region_code.to_string(),
-                members: id.members.iter().map(member_out).collect(),
-                head_id: id.head_id.to_string(),
-                attribute: pb::Attribute::from(id.attribute) as i32,
-                primary_cause: pb::Cause::from(id.primary_cause) as i32,
-                other_causes: causes_out(&id.other_causes),
-                income_per_capita: id.income_per_capita,
-                safety_net: id.safety_net,
-                monitoring: pb::Monitoring::from(id.monitoring) as i32,
-                helper: id.helper.as_ref().map(helper_out),
-                measures: id.measures.iter().map(measure_out).collect(),
-                assessment: id.assessment.as_ref().map(assessment_out),
-                procedure: id.procedure.as_ref().map(procedure_out),
-            }),
-        ),
-        Change::Adjust(a) => (
-            pb::EventKind::Adjust,
-            Payload::Adjust(pb::AdjustRequest {
-                household_id: household_id.clone(),
-                effective_date: effective_date.clone(),
-                document_ref: document_ref.clone(),
-                expected_version: None,
-                request_id: request_id.clone(),
-                members_added: a
-                    .members_added
-                    .iter()
-                    .map(|m| pb::MemberAdded {
-                        member: Some(member_out(&m.member)),
-                        reason: pb::MemberAddedReason::from(m.reason) as i32,
-                    })
-                    .collect(),
-                members_removed: a
-                    .members_removed
-                    .iter()
-                    .map(|m| pb::MemberRemoved {
-                        id_number: m.id_number.to_string(),
-                        reason: pb::MemberRemovedReason::from(m.reason) as i32,
-                    })
-                    .collect(),
-                head_id: a.head_id.as_ref().map(ToString::to_string),
-                relocate_to: a.relocate_to.map(|r| r.to_string()),
-                attribute: a.attribute.map(|v| pb::Attribute::from(v) as i32),
-                causes: a.causes.as_ref().map(|c| pb::Causes {
-                    primary_cause: pb::Cause::from(c.primary) as i32,
-                    other_causes: causes_out(&c.others),
-                }),
-                income_per_capita: a.income_per_capita,
-                safety_net: a.safety_net,
-                monitoring: a.monitoring.map(|v| pb::Monitoring::from(v) as i32),
-                helper: a.helper.as_ref().map(helper_out),
-                measures: a.measures.iter().map(measure_out).collect(),
-                note: a.note.clone(),
-            }),
-        ),
-        Change::Exit(x) => (
-            pb::EventKind::Exit,
-            Payload::Exit(pb::ExitRequest {
-                household_id: household_id.clone(),
-                effective_date: effective_date.clone(),
-                document_ref: document_ref.clone(),
-                expected_version: None,
-                request_id: request_id.clone(),
-                reason: pb::ExitReason::from(x.reason) as i32,
-                checklist: x.checklist.as_ref().map(|c| pb::ExitChecklist {
-                    food_and_clothing: c.food_and_clothing,
-                    compulsory_education: c.compulsory_education,
-                    basic_medical_care: c.basic_medical_care,
-                    safe_housing: c.safe_housing,
-                    safe_drinking_water: c.safe_drinking_water,
-                }),
-                income_per_capita: x.income_per_capita,
-                procedure: x.procedure.as_ref().map(procedure_out),
-                note: x.note.clone(),
-            }),
-        ),
-        Change::Relapse(r) => (
-            pb::EventKind::Relapse,
-            Payload::Relapse(pb::RelapseRequest {
-                household_id: household_id.clone(),
-                effective_date: effective_date.clone(),
-                document_ref: document_ref.clone(),
-                expected_version: None,
-                request_id: request_id.clone(),
-                primary_cause: pb::Cause::from(r.primary_cause) as i32,
-                income_per_capita: r.income_per_capita,
-                note: r.note.clone(),
-            }),
-        ),
+    // The payload is the command the event records, as a client would have sent it.
+    let as_command = Command {
+        household_id: e.household_id.clone(),
+        effective_date: e.effective_date,
+        document_ref: e.document_ref.clone(),
+        expected_version: None,
+        request_id: e.request_id.clone(),
+        change: e.change.clone(),
+    };
+    let (kind, payload) = match command_message(&as_command).command {
+        Some(Kind::Identify(r)) => (pb::EventKind::Identify, Some(Payload::Identify(r))),
+        Some(Kind::Adjust(r)) => (pb::EventKind::Adjust, Some(Payload::Adjust(r))),
+        Some(Kind::Exit(r)) => (pb::EventKind::Exit, Some(Payload::Exit(r))),
+        Some(Kind::Relapse(r)) => (pb::EventKind::Relapse, Some(Payload::Relapse(r))),
+        None => (pb::EventKind::Unspecified, None),
     };
     pb::Event {
         seq: e.seq,
-        household_id,
+        household_id: e.household_id.to_string(),
         version: e.version,
         kind: kind as i32,
-        effective_date,
+        effective_date: date(e.effective_date),
         recorded_at: timestamp(e.recorded_at),
         actor: e.actor.clone(),
-        document_ref,
-        request_id,
-        payload: Some(payload),
+        document_ref: e.document_ref.clone(),
+        request_id: e.request_id.clone().unwrap_or_default(),
+        payload,
         body: recorded.body.clone(),
         hash: recorded.hash.to_vec(),
     }

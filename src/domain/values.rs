@@ -274,6 +274,22 @@ impl IdNumber {
         Ok(Self(normalized))
     }
 
+    /// Builds a valid number from its parts: a 6-digit address code, a birth date and a
+    /// 3-digit sequence (odd for men, even for women), completing the check character.
+    pub fn from_parts(area: u32, birth: Date, sequence: u16) -> Result<Self, InvalidValue> {
+        if area > 999_999 || sequence > 999 {
+            return invalid(format!(
+                "an ID number needs a 6-digit area and a 3-digit sequence, not {area} and {sequence}"
+            ));
+        }
+        let first17 = format!("{area:06}{}{sequence:03}", birth.format("%Y%m%d"));
+        if first17.len() != 17 {
+            return invalid(format!("birth date {birth} does not fit an ID number"));
+        }
+        let check = Self::check_character(first17.as_bytes());
+        Self::parse(&format!("{first17}{}", char::from(check)))
+    }
+
     /// The check character for 17 leading digits (ISO 7064 MOD 11-2).
     pub fn check_character(first17: &[u8]) -> u8 {
         let sum: u32 = first17
