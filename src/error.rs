@@ -47,6 +47,10 @@ pub enum Rule {
     FutureDate,
     /// A relocation must move the household somewhere else.
     Relocation,
+    /// A correction targets an event of its own household that is not itself a correction.
+    CorrectionTarget,
+    /// A correction must leave a stream that still obeys every rule.
+    CorrectionBreaksStream,
 }
 
 impl Rule {
@@ -62,6 +66,8 @@ impl Rule {
             Rule::EffectiveDateOrder => "effective_date_order",
             Rule::FutureDate => "future_date",
             Rule::Relocation => "relocation",
+            Rule::CorrectionTarget => "correction_target",
+            Rule::CorrectionBreaksStream => "correction_breaks_stream",
         }
     }
 }

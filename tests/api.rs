@@ -26,6 +26,7 @@ async fn household(server: &TestServer, id: &str) -> pb::Household {
         .await
         .get_household(pb::GetHouseholdRequest {
             household_id: id.into(),
+            at: None,
         })
         .await
         .expect("the household exists")
@@ -51,6 +52,7 @@ async fn roster(
                 statuses: statuses.iter().map(|s| *s as i32).collect(),
                 page_size,
                 page_token: token.clone(),
+                at: None,
             })
             .await
             .expect("ListRoster answers")
@@ -74,6 +76,7 @@ async fn totals(server: &TestServer, prefix: &str) -> ((u64, u64), (u64, u64)) {
         .await
         .get_stats(pb::GetStatsRequest {
             region_prefix: prefix.into(),
+            at: None,
         })
         .await
         .expect("GetStats answers")
@@ -570,6 +573,7 @@ async fn roster_pages_and_region_levels() {
     let stats = rolls
         .get_stats(pb::GetStatsRequest {
             region_prefix: "610602".into(),
+            at: None,
         })
         .await
         .unwrap()

@@ -10,7 +10,7 @@ use rollstore::domain::{
     MemberRemoved, MemberRemovedReason, Policy, Procedure, Status,
 };
 use rollstore::error::{Error, Rule};
-use rollstore::projection::Roll;
+use rollstore::projection::{History, Roll};
 
 const TODAY: &str = "2019-10-15";
 
@@ -66,19 +66,32 @@ fn given(policy: &Policy, commands: &[rollstore::domain::Command]) -> Roll {
         let version = roll
             .household(&command.household_id)
             .map_or(0, |e| e.version());
-        roll.apply(&Event {
-            seq: roll.head() + 1,
-            household_id: command.household_id.clone(),
-            version: version + 1,
-            effective_date: command.effective_date,
-            recorded_at: chrono::Utc::now(),
-            actor: "test".into(),
-            document_ref: command.document_ref.clone(),
-            request_id: None,
-            change: command.change.clone(),
-        });
+        roll.apply(
+            &Event {
+                seq: roll.head() + 1,
+                household_id: command.household_id.clone(),
+                version: version + 1,
+                effective_date: command.effective_date,
+                recorded_at: chrono::Utc::now(),
+                actor: "test".into(),
+                document_ref: command.document_ref.clone(),
+                request_id: None,
+                change: command.change.clone(),
+            },
+            &NoCorrections,
+        )
+        .expect("the roll follows accepted events");
     }
     roll
+}
+
+/// These cases hold no corrections, so the roll never asks for a stream.
+struct NoCorrections;
+
+impl History for NoCorrections {
+    fn events(&self, _: &[u64]) -> Result<Vec<Event>, Error> {
+        Err(Error::Io("no corrections in these cases".into()))
+    }
 }
 
 fn outcome(result: Result<rollstore::domain::HouseholdState, Error>) -> Then {

@@ -7,14 +7,14 @@
 //!
 //! Outbound, domain values become messages. Enum mappings are declared once, both ways.
 
-use crate::app::{Receipt, Recorded};
+use crate::app::{At, HistoryEntry, HouseholdView, KnownAt, Receipt, Recorded};
 use crate::domain::{
-    self, parse_date, Adjustment, Change, Command, Date, ExitRecord, HouseholdId, IdNumber,
-    Identification, InvalidValue, RegionCode, RelapseRecord,
+    self, parse_date, Adjustment, Change, Command, Correction, CorrectionAction, Date, ExitRecord,
+    HouseholdId, IdNumber, Identification, InvalidValue, RegionCode, RelapseRecord,
 };
 use crate::error::{Error, FieldViolation};
 use crate::pb;
-use crate::projection::{HouseholdEntry, Stats, StatsRow, Tally};
+use crate::projection::{ChangeReason, Flows, RosterChange, Snapshot, Stats, StatsRow, Tally};
 
 /// Collects the violations of one message while it is parsed.
 #[derive(Default)]
@@ -474,8 +474,78 @@ impl WriteRequest for pb::RelapseRequest {
     }
 }
 
+impl WriteRequest for pb::CorrectRequest {
+    header!(pb::CorrectRequest);
+
+    fn change(&self, f: &mut Fields) -> Option<Change> {
+        use pb::correct_request::Amendment;
+        if self.target_seq == 0 {
+            f.check::<()>(
+                "target_seq",
+                Err(InvalidValue(
+                    "the seq of the event to correct is required".into(),
+                )),
+            );
+        }
+        let action = match pb::CorrectionAction::try_from(self.action) {
+            Ok(pb::CorrectionAction::Annul) => {
+                if self.amendment.is_some() || !self.amended_effective_date.is_empty() {
+                    f.check::<()>(
+                        "amendment",
+                        Err(InvalidValue("an annulment carries no amendment".into())),
+                    );
+                }
+                Some(CorrectionAction::Annul)
+            }
+            Ok(pb::CorrectionAction::Amend) => {
+                let amended = |request: &dyn WriteRequest, f: &mut Fields, field: &str| {
+                    let mut inner = Fields::default();
+                    let change = request.change(&mut inner);
+                    f.nested(field, inner.finish(|| change))
+                };
+                let change = match &self.amendment {
+                    Some(Amendment::Identify(r)) => amended(r, f, "identify"),
+                    Some(Amendment::Adjust(r)) => amended(r, f, "adjust"),
+                    Some(Amendment::Exit(r)) => amended(r, f, "exit"),
+                    Some(Amendment::Relapse(r)) => amended(r, f, "relapse"),
+                    None => f.check(
+                        "amendment",
+                        Err(InvalidValue(
+                            "an amendment carries the replacement payload (identify, adjust, exit or relapse)".into(),
+                        )),
+                    ),
+                };
+                let effective_date = if self.amended_effective_date.is_empty() {
+                    Some(None)
+                } else {
+                    f.check(
+                        "amended_effective_date",
+                        parse_date(&self.amended_effective_date),
+                    )
+                    .map(Some)
+                };
+                Some(CorrectionAction::Amend {
+                    change: Box::new(change?),
+                    effective_date: effective_date?,
+                })
+            }
+            _ => f.check(
+                "action",
+                Err(InvalidValue(
+                    "use CORRECTION_ACTION_ANNUL or CORRECTION_ACTION_AMEND".into(),
+                )),
+            ),
+        };
+        Some(Change::Correct(Correction {
+            target_seq: self.target_seq,
+            action: action?,
+            reason: self.reason.clone(),
+        }))
+    }
+}
+
 /// Parses a write request into a command, reporting every malformed field.
-pub fn command(request: &impl WriteRequest) -> Result<Command, Error> {
+pub fn command(request: &dyn WriteRequest) -> Result<Command, Error> {
     let mut f = Fields::default();
     let header = request.header();
     let household_id = f.check("household_id", HouseholdId::parse(header.household_id));
@@ -501,9 +571,10 @@ pub fn batch_command(command_message: &pb::Command) -> Result<Command, Error> {
         Some(Kind::Adjust(r)) => command(r),
         Some(Kind::Exit(r)) => command(r),
         Some(Kind::Relapse(r)) => command(r),
+        Some(Kind::Correct(r)) => command(r),
         None => Err(Error::invalid(
             "command",
-            "is empty; set one of identify, adjust, exit, relapse",
+            "is empty; set one of identify, adjust, exit, relapse, correct",
         )),
     }
 }
@@ -574,11 +645,11 @@ fn causes_out(causes: &[domain::Cause]) -> Vec<i32> {
     causes.iter().map(|c| pb::Cause::from(*c) as i32).collect()
 }
 
-pub fn household(id: &HouseholdId, entry: &HouseholdEntry) -> pb::Household {
-    let s = &entry.state;
+pub fn household(id: &HouseholdId, view: &HouseholdView) -> pb::Household {
+    let s = &view.state;
     pb::Household {
         household_id: id.to_string(),
-        version: entry.version(),
+        version: view.version,
         status: pb::Status::from(s.status) as i32,
         region_code: s.region_code.to_string(),
         members: s.members.iter().map(member_out).collect(),
@@ -602,7 +673,7 @@ pub fn household(id: &HouseholdId, entry: &HouseholdEntry) -> pb::Household {
         identified_on: date(s.identified_on),
         exited_on: s.exited_on.map(date).unwrap_or_default(),
         last_effective_date: date(s.last_effective_date),
-        last_seq: entry.seqs.last().copied().unwrap_or_default(),
+        last_seq: view.last_seq,
     }
 }
 
@@ -714,6 +785,48 @@ pub fn command_message(command: &Command) -> pb::Command {
             income_per_capita: r.income_per_capita,
             note: r.note.clone(),
         }),
+        Change::Correct(c) => {
+            use pb::correct_request::Amendment;
+            let (action, amendment, amended_effective_date) = match &c.action {
+                CorrectionAction::Annul => (pb::CorrectionAction::Annul, None, String::new()),
+                CorrectionAction::Amend {
+                    change,
+                    effective_date: amended,
+                } => {
+                    let inner = Command {
+                        change: (**change).clone(),
+                        expected_version: None,
+                        request_id: None,
+                        ..command.clone()
+                    };
+                    let amendment = match command_message(&inner).command {
+                        Some(Kind::Identify(r)) => Some(Amendment::Identify(r)),
+                        Some(Kind::Adjust(r)) => Some(Amendment::Adjust(r)),
+                        Some(Kind::Exit(r)) => Some(Amendment::Exit(r)),
+                        Some(Kind::Relapse(r)) => Some(Amendment::Relapse(r)),
+                        // The rules refuse an amendment that carries a correction.
+                        Some(Kind::Correct(_)) | None => None,
+                    };
+                    (
+                        pb::CorrectionAction::Amend,
+                        amendment,
+                        amended.map(date).unwrap_or_default(),
+                    )
+                }
+            };
+            Kind::Correct(pb::CorrectRequest {
+                household_id,
+                effective_date,
+                document_ref,
+                expected_version,
+                request_id,
+                target_seq: c.target_seq,
+                action: action as i32,
+                reason: c.reason.clone(),
+                amendment,
+                amended_effective_date,
+            })
+        }
     };
     pb::Command {
         command: Some(kind),
@@ -738,6 +851,7 @@ pub fn event(recorded: &Recorded) -> pb::Event {
         Some(Kind::Adjust(r)) => (pb::EventKind::Adjust, Some(Payload::Adjust(r))),
         Some(Kind::Exit(r)) => (pb::EventKind::Exit, Some(Payload::Exit(r))),
         Some(Kind::Relapse(r)) => (pb::EventKind::Relapse, Some(Payload::Relapse(r))),
+        Some(Kind::Correct(r)) => (pb::EventKind::Correct, Some(Payload::Correct(r))),
         None => (pb::EventKind::Unspecified, None),
     };
     pb::Event {
@@ -753,6 +867,94 @@ pub fn event(recorded: &Recorded) -> pb::Event {
         payload,
         body: recorded.body.clone(),
         hash: recorded.hash.to_vec(),
+        corrected_by: Vec::new(),
+    }
+}
+
+pub fn history_entry(entry: &HistoryEntry) -> pb::Event {
+    pb::Event {
+        corrected_by: entry.corrected_by.clone(),
+        ..event(&entry.recorded)
+    }
+}
+
+/// Parses a log position; unset is the head.
+pub fn known_at(field: &str, known: Option<&pb::KnownAt>) -> Result<KnownAt, Error> {
+    use pb::known_at::Position;
+    match known.and_then(|k| k.position.as_ref()) {
+        None => Ok(KnownAt::Head),
+        Some(Position::Seq(seq)) => Ok(KnownAt::Seq(*seq)),
+        Some(Position::Time(text)) => chrono::DateTime::parse_from_rfc3339(text)
+            .map(|t| KnownAt::Time(t.with_timezone(&chrono::Utc)))
+            .map_err(|e| {
+                Error::invalid(
+                    format!("{field}.time"),
+                    format!("'{text}' is not an RFC 3339 timestamp: {e}"),
+                )
+            }),
+    }
+}
+
+/// Parses a point in time; unset is now.
+pub fn point_in_time(field: &str, at: Option<&pb::PointInTime>) -> Result<At, Error> {
+    let Some(at) = at else { return Ok(At::NOW) };
+    let as_of = if at.as_of.is_empty() {
+        None
+    } else {
+        Some(parse_date(&at.as_of).map_err(|e| Error::invalid(format!("{field}.as_of"), e))?)
+    };
+    Ok(At {
+        as_of,
+        known_at: known_at(&format!("{field}.known_at"), at.known_at.as_ref())?,
+    })
+}
+
+pub fn roster_entry(id: &HouseholdId, s: &Snapshot) -> pb::RosterEntry {
+    pb::RosterEntry {
+        household_id: id.to_string(),
+        region_code: s.region_code.to_string(),
+        status: pb::Status::from(s.status) as i32,
+        people: s.people,
+        attribute: pb::Attribute::from(s.attribute) as i32,
+        primary_cause: pb::Cause::from(s.primary_cause) as i32,
+        safety_net: s.safety_net,
+    }
+}
+
+pub fn roster_change(c: &RosterChange) -> pb::RosterChange {
+    let reason = match c.reason {
+        ChangeReason::Identified => pb::RosterChangeReason::Identified,
+        ChangeReason::Exited => pb::RosterChangeReason::Exited,
+        ChangeReason::Relapsed => pb::RosterChangeReason::Relapsed,
+        ChangeReason::Removed => pb::RosterChangeReason::Removed,
+        ChangeReason::RelocatedIn => pb::RosterChangeReason::RelocatedIn,
+        ChangeReason::RelocatedOut => pb::RosterChangeReason::RelocatedOut,
+        ChangeReason::Corrected => pb::RosterChangeReason::Corrected,
+    };
+    pb::RosterChange {
+        household_id: c.household_id.to_string(),
+        entered: c.entered,
+        reason: reason as i32,
+        from: c.from.as_ref().map(|s| roster_entry(&c.household_id, s)),
+        to: c.to.as_ref().map(|s| roster_entry(&c.household_id, s)),
+    }
+}
+
+pub fn flows(f: &Flows, known_at_seq: u64) -> pb::GetFlowsResponse {
+    pb::GetFlowsResponse {
+        identified: tally(f.identified),
+        exited: tally(f.exited),
+        relapsed: tally(f.relapsed),
+        removed: tally(f.removed),
+        dissolved: tally(f.dissolved),
+        corrected: tally(f.corrected),
+        relocated_in: tally(f.relocated_in),
+        relocated_out: tally(f.relocated_out),
+        born: tally(f.born),
+        died: tally(f.died),
+        married_in: tally(f.married_in),
+        married_out: tally(f.married_out),
+        known_at_seq,
     }
 }
 
@@ -770,9 +972,10 @@ fn stats_row(r: &StatsRow) -> Option<pb::StatsRow> {
     })
 }
 
-pub fn stats(prefix: domain::RegionPrefix, s: &Stats) -> pb::GetStatsResponse {
+pub fn stats(prefix: domain::RegionPrefix, s: &Stats, known_at_seq: u64) -> pb::GetStatsResponse {
     pb::GetStatsResponse {
         region_prefix: prefix.to_string(),
+        known_at_seq,
         total: stats_row(&s.total),
         safety_net: stats_row(&s.safety_net),
         by_region: s

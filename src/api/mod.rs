@@ -22,7 +22,9 @@ use tokio_stream::Stream;
 use tonic::{Request, Response, Status};
 
 use crate::app::Register;
-use crate::domain::{HouseholdId, RegionCode, RegionPrefix, Status as HouseholdStatus};
+use crate::domain::{
+    parse_date, Command, HouseholdId, RegionCode, RegionPrefix, Status as HouseholdStatus,
+};
 use crate::error::Error;
 use crate::pb;
 use crate::pb::audit_log_server::{AuditLog, AuditLogServer};
@@ -87,11 +89,10 @@ pub struct Api {
 }
 
 impl Api {
-    async fn write(
-        &self,
-        request: &impl convert::WriteRequest,
-    ) -> Result<Option<pb::Receipt>, Status> {
-        let command = convert::command(request)?;
+    /// Appends a parsed write. (Parsing happens before the first await, so the request need
+    /// not cross threads.)
+    async fn write(&self, command: Result<Command, Error>) -> Result<Option<pb::Receipt>, Status> {
+        let command = command?;
         let receipt = self.register.append_one(command).await?;
         Ok(Some(convert::receipt(&receipt)))
     }
@@ -103,7 +104,7 @@ impl Registry for Api {
         &self,
         request: Request<pb::IdentifyRequest>,
     ) -> Result<Response<pb::IdentifyResponse>, Status> {
-        let receipt = self.write(request.get_ref()).await?;
+        let receipt = self.write(convert::command(request.get_ref())).await?;
         Ok(Response::new(pb::IdentifyResponse { receipt }))
     }
 
@@ -111,7 +112,7 @@ impl Registry for Api {
         &self,
         request: Request<pb::AdjustRequest>,
     ) -> Result<Response<pb::AdjustResponse>, Status> {
-        let receipt = self.write(request.get_ref()).await?;
+        let receipt = self.write(convert::command(request.get_ref())).await?;
         Ok(Response::new(pb::AdjustResponse { receipt }))
     }
 
@@ -119,7 +120,7 @@ impl Registry for Api {
         &self,
         request: Request<pb::ExitRequest>,
     ) -> Result<Response<pb::ExitResponse>, Status> {
-        let receipt = self.write(request.get_ref()).await?;
+        let receipt = self.write(convert::command(request.get_ref())).await?;
         Ok(Response::new(pb::ExitResponse { receipt }))
     }
 
@@ -127,8 +128,16 @@ impl Registry for Api {
         &self,
         request: Request<pb::RelapseRequest>,
     ) -> Result<Response<pb::RelapseResponse>, Status> {
-        let receipt = self.write(request.get_ref()).await?;
+        let receipt = self.write(convert::command(request.get_ref())).await?;
         Ok(Response::new(pb::RelapseResponse { receipt }))
+    }
+
+    async fn correct(
+        &self,
+        request: Request<pb::CorrectRequest>,
+    ) -> Result<Response<pb::CorrectResponse>, Status> {
+        let receipt = self.write(convert::command(request.get_ref())).await?;
+        Ok(Response::new(pb::CorrectResponse { receipt }))
     }
 
     async fn append_batch(
@@ -216,10 +225,13 @@ impl Rolls for Api {
         &self,
         request: Request<pb::GetHouseholdRequest>,
     ) -> Result<Response<pb::GetHouseholdResponse>, Status> {
-        let id = household_id(&request.get_ref().household_id)?;
-        let entry = self.register.household(&id)?;
+        let request = request.get_ref();
+        let id = household_id(&request.household_id)?;
+        let at = convert::point_in_time("at", request.at.as_ref())?;
+        let view = self.register.household(&id, at)?;
         Ok(Response::new(pb::GetHouseholdResponse {
-            household: Some(convert::household(&id, &entry)),
+            household: Some(convert::household(&id, &view)),
+            known_at_seq: view.known_at,
         }))
     }
 
@@ -228,9 +240,9 @@ impl Rolls for Api {
         request: Request<pb::GetHistoryRequest>,
     ) -> Result<Response<pb::GetHistoryResponse>, Status> {
         let id = household_id(&request.get_ref().household_id)?;
-        let events = self.register.history(&id)?;
+        let entries = self.register.history(&id)?;
         Ok(Response::new(pb::GetHistoryResponse {
-            events: events.iter().map(convert::event).collect(),
+            events: entries.iter().map(convert::history_entry).collect(),
         }))
     }
 
@@ -252,27 +264,31 @@ impl Rolls for Api {
         if statuses.is_empty() {
             statuses.push(HouseholdStatus::OnRoll);
         }
+        let at = convert::point_in_time("at", request.at.as_ref())?;
         let after = page_token(&request.page_token)?;
         let page = self.register.roster(
             prefix,
             &statuses,
+            at,
             after.as_ref(),
             page_size(request.page_size),
-        );
+        )?;
         let next_page_token = page
             .next
             .map(|(region, id)| format!("{region}/{id}"))
             .unwrap_or_default();
-        let households: Vec<pb::Household> = page
+        let known_at_seq = page.known_at;
+        let entries: Vec<pb::RosterEntry> = page
             .households
             .iter()
-            .map(|(id, entry)| convert::household(id, entry))
+            .map(|(id, snapshot)| convert::roster_entry(id, snapshot))
             .collect();
-        let mut messages: Vec<pb::ListRosterResponse> = households
+        let mut messages: Vec<pb::ListRosterResponse> = entries
             .chunks(ROSTER_CHUNK)
             .map(|chunk| pb::ListRosterResponse {
                 households: chunk.to_vec(),
                 next_page_token: String::new(),
+                known_at_seq,
             })
             .collect();
         match messages.last_mut() {
@@ -280,6 +296,7 @@ impl Rolls for Api {
             None => messages.push(pb::ListRosterResponse {
                 households: Vec::new(),
                 next_page_token,
+                known_at_seq,
             }),
         }
         Ok(Response::new(Box::pin(tokio_stream::iter(
@@ -291,9 +308,61 @@ impl Rolls for Api {
         &self,
         request: Request<pb::GetStatsRequest>,
     ) -> Result<Response<pb::GetStatsResponse>, Status> {
-        let prefix = region_prefix(&request.get_ref().region_prefix)?;
-        let stats = self.register.stats(prefix);
-        Ok(Response::new(convert::stats(prefix, &stats)))
+        let request = request.get_ref();
+        let prefix = region_prefix(&request.region_prefix)?;
+        let at = convert::point_in_time("at", request.at.as_ref())?;
+        let (stats, known_at) = self.register.stats(prefix, at)?;
+        Ok(Response::new(convert::stats(prefix, &stats, known_at)))
+    }
+
+    type DiffRostersStream = ResponseStream<pb::DiffRostersResponse>;
+
+    async fn diff_rosters(
+        &self,
+        request: Request<pb::DiffRostersRequest>,
+    ) -> Result<Response<Self::DiffRostersStream>, Status> {
+        let request = request.get_ref();
+        let prefix = region_prefix(&request.region_prefix)?;
+        let from = convert::point_in_time("from", request.from.as_ref())?;
+        let to = convert::point_in_time("to", request.to.as_ref())?;
+        let (changes, from_known_at_seq, to_known_at_seq) = self.register.diff(prefix, from, to)?;
+        let changes: Vec<pb::RosterChange> = changes.iter().map(convert::roster_change).collect();
+        let mut messages: Vec<pb::DiffRostersResponse> = changes
+            .chunks(ROSTER_CHUNK)
+            .map(|chunk| pb::DiffRostersResponse {
+                changes: chunk.to_vec(),
+                from_known_at_seq,
+                to_known_at_seq,
+            })
+            .collect();
+        if messages.is_empty() {
+            messages.push(pb::DiffRostersResponse {
+                changes: Vec::new(),
+                from_known_at_seq,
+                to_known_at_seq,
+            });
+        }
+        Ok(Response::new(Box::pin(tokio_stream::iter(
+            messages.into_iter().map(Ok),
+        ))))
+    }
+
+    async fn get_flows(
+        &self,
+        request: Request<pb::GetFlowsRequest>,
+    ) -> Result<Response<pb::GetFlowsResponse>, Status> {
+        let request = request.get_ref();
+        let prefix = region_prefix(&request.region_prefix)?;
+        let from = parse_date(&request.from_date).map_err(|e| Error::invalid("from_date", e))?;
+        let to = parse_date(&request.to_date).map_err(|e| Error::invalid("to_date", e))?;
+        let known_at = convert::known_at("known_at", request.known_at.as_ref())?;
+        // Flows read every stream under the prefix from the log: off the async threads.
+        let register = self.register.clone();
+        let (flows, known) =
+            tokio::task::spawn_blocking(move || register.flows(prefix, from, to, known_at))
+                .await
+                .map_err(|e| Status::internal(format!("the flows task failed: {e}")))??;
+        Ok(Response::new(convert::flows(&flows, known)))
     }
 }
 

@@ -29,9 +29,12 @@ use std::sync::{Arc, RwLock, RwLockReadGuard};
 use chrono::{DateTime, FixedOffset, Utc};
 use tokio::sync::{mpsc, oneshot};
 
-use crate::domain::{Command, Event, HouseholdId, Policy, RegionPrefix, Status};
+use crate::domain::{
+    state_at, Change, Command, Date, Event, HouseholdId, HouseholdState, PointInTime, Policy,
+    RegionPrefix, Status,
+};
 use crate::error::Error;
-use crate::projection::{HouseholdEntry, Roll, RosterKey, Stats};
+use crate::projection::{Flows, History, Roll, RosterChange, RosterKey, Snapshot, Stats};
 use crate::store::{Entry, Hash, Head, Log};
 
 /// How the register runs.
@@ -99,9 +102,54 @@ impl Recorded {
 /// One page of a roster.
 #[derive(Debug, Clone)]
 pub struct RosterPage {
-    pub households: Vec<(HouseholdId, HouseholdEntry)>,
+    pub households: Vec<(HouseholdId, Snapshot)>,
     /// Where the next page starts, if there is one.
     pub next: Option<RosterKey>,
+    /// The log position the page was read at.
+    pub known_at: u64,
+}
+
+/// A log position as a caller names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KnownAt {
+    /// The head, as the read begins.
+    Head,
+    /// This seq (0: before the first event).
+    Seq(u64),
+    /// The last seq recorded at or before this instant.
+    Time(DateTime<Utc>),
+}
+
+/// A point in time as a caller names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct At {
+    pub as_of: Option<Date>,
+    pub known_at: KnownAt,
+}
+
+impl At {
+    pub const NOW: At = At {
+        as_of: None,
+        known_at: KnownAt::Head,
+    };
+}
+
+/// A household at a point in time.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HouseholdView {
+    pub state: HouseholdState,
+    /// How many of its events (corrections included) were known then.
+    pub version: u64,
+    /// The seq of the last of them.
+    pub last_seq: u64,
+    pub known_at: u64,
+}
+
+/// An event with the corrections that target it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HistoryEntry {
+    pub recorded: Recorded,
+    pub corrected_by: Vec<u64>,
 }
 
 struct Shared {
@@ -109,6 +157,25 @@ struct Shared {
     roll: RwLock<Roll>,
     config: Config,
     closing: AtomicBool,
+    /// Set if the roll could not follow a committed event: writes stop until a restart
+    /// rebuilds it from the log.
+    failed: std::sync::Mutex<Option<String>>,
+}
+
+/// Reads a household's events back from the log, for the roll's corrections.
+struct LogHistory<'a>(&'a Log);
+
+impl History for LogHistory<'_> {
+    fn events(&self, seqs: &[u64]) -> Result<Vec<Event>, Error> {
+        seqs.iter()
+            .map(|seq| {
+                let entry = self.0.get(*seq)?.ok_or_else(|| {
+                    Error::Corrupt(format!("event {seq} is missing from the log"))
+                })?;
+                Recorded::decode(entry).map(|r| r.event)
+            })
+            .collect()
+    }
 }
 
 /// The register: the log, the roll derived from it, and the writer that feeds both.
@@ -124,16 +191,13 @@ impl Register {
     /// starts the writer.
     pub fn open(dir: &Path, config: Config) -> Result<Self, Error> {
         let log = Log::open(dir)?;
-        let mut roll = Roll::default();
-        for entry in log.scan(1) {
-            let recorded = Recorded::decode(entry?)?;
-            roll.apply(&recorded.event);
-        }
+        let roll = rebuild(&log)?;
         let shared = Arc::new(Shared {
             log,
             roll: RwLock::new(roll),
             config,
             closing: AtomicBool::new(false),
+            failed: std::sync::Mutex::new(None),
         });
         let (jobs, receiver) = mpsc::channel(4096);
         let handle = writer::spawn(shared.clone(), receiver)?;
@@ -162,6 +226,17 @@ impl Register {
         }
         if self.shared.closing.load(Ordering::SeqCst) {
             return Err(shutting_down());
+        }
+        if let Some(reason) = self
+            .shared
+            .failed
+            .lock()
+            .expect("the failure lock is never held across a panic")
+            .clone()
+        {
+            return Err(Error::Unavailable(format!(
+                "writes are stopped: {reason}; restart the server to rebuild the projections from the log"
+            )));
         }
         let (reply, answer) = oneshot::channel();
         self.jobs
@@ -207,18 +282,92 @@ impl Register {
         self.shared.log.head()
     }
 
-    /// A household as it stands now.
-    pub fn household(&self, id: &HouseholdId) -> Result<HouseholdEntry, Error> {
-        self.roll()
-            .household(id)
-            .cloned()
-            .ok_or_else(|| Error::NotFound(format!("household {id} is not registered")))
+    /// Resolves a caller's point in time against the roll. A `known_at` past the head is
+    /// invalid; the head itself reads as "now", which takes the fast paths.
+    fn resolve(roll: &Roll, at: At) -> Result<(PointInTime, u64), Error> {
+        let head = roll.head();
+        let known = match at.known_at {
+            KnownAt::Head => head,
+            KnownAt::Seq(seq) if seq > head => {
+                return Err(Error::invalid(
+                    "known_at",
+                    format!("seq {seq} is beyond the head of the log ({head})"),
+                ))
+            }
+            KnownAt::Seq(seq) => seq,
+            KnownAt::Time(time) => roll.seq_known_at(time),
+        };
+        let point = PointInTime {
+            as_of: at.as_of,
+            known_at: (known != head).then_some(known),
+        };
+        Ok((point, known))
     }
 
-    /// Every event of a household, in record order.
-    pub fn history(&self, id: &HouseholdId) -> Result<Vec<Recorded>, Error> {
-        let seqs = self.household(id)?.seqs;
-        seqs.into_iter().map(|seq| self.event(seq)).collect()
+    /// A household at a point in time.
+    pub fn household(&self, id: &HouseholdId, at: At) -> Result<HouseholdView, Error> {
+        let (point, known_at, seqs, now) = {
+            let roll = self.roll();
+            let (point, known_at) = Self::resolve(&roll, at)?;
+            let entry = roll
+                .household(id)
+                .ok_or_else(|| Error::NotFound(format!("household {id} is not registered")))?;
+            let now = (point == PointInTime::NOW).then(|| entry.state.clone());
+            let seqs: Vec<u64> = entry
+                .seqs
+                .iter()
+                .copied()
+                .filter(|seq| point.knows(*seq))
+                .collect();
+            (point, known_at, seqs, now)
+        };
+        let state = match now {
+            Some(state) => Some(state),
+            None => {
+                let stream = LogHistory(&self.shared.log).events(&seqs)?;
+                state_at(&stream, point)
+            }
+        };
+        let state = state.ok_or_else(|| {
+            Error::NotFound(format!(
+                "household {id} was not in the register at that point in time"
+            ))
+        })?;
+        Ok(HouseholdView {
+            state,
+            version: seqs.len() as u64,
+            last_seq: seqs.last().copied().unwrap_or_default(),
+            known_at,
+        })
+    }
+
+    /// Every event of a household, in record order, each with the corrections that target it.
+    pub fn history(&self, id: &HouseholdId) -> Result<Vec<HistoryEntry>, Error> {
+        let seqs = self
+            .roll()
+            .household(id)
+            .map(|entry| entry.seqs.clone())
+            .ok_or_else(|| Error::NotFound(format!("household {id} is not registered")))?;
+        let recorded: Vec<Recorded> = seqs
+            .into_iter()
+            .map(|seq| self.event(seq))
+            .collect::<Result<_, _>>()?;
+        let corrected_by = |seq: u64| -> Vec<u64> {
+            recorded
+                .iter()
+                .filter_map(|r| match &r.event.change {
+                    Change::Correct(c) if c.target_seq == seq => Some(r.event.seq),
+                    _ => None,
+                })
+                .collect()
+        };
+        Ok(recorded
+            .iter()
+            .map(|r| HistoryEntry {
+                corrected_by: corrected_by(r.event.seq),
+                recorded: r.clone(),
+            })
+            .collect())
     }
 
     /// The event at `seq`.
@@ -241,30 +390,104 @@ impl Register {
             .collect()
     }
 
-    /// One page of the roster under `prefix`.
+    /// One page of the roster under `prefix` at a point in time.
     pub fn roster(
         &self,
         prefix: RegionPrefix,
         statuses: &[Status],
+        at: At,
         after: Option<&RosterKey>,
         limit: usize,
-    ) -> RosterPage {
+    ) -> Result<RosterPage, Error> {
         let roll = self.roll();
-        let (page, more) = roll.roster(prefix, statuses, after, limit);
-        let households: Vec<(HouseholdId, HouseholdEntry)> = page
-            .into_iter()
-            .map(|(id, entry)| (id.clone(), entry.clone()))
-            .collect();
+        let (point, known_at) = Self::resolve(&roll, at)?;
+        let (households, more) = roll.roster(prefix, statuses, point, after, limit);
         let next = more
             .then(|| households.last())
             .flatten()
-            .map(|(id, entry)| (entry.state.region_code, id.clone()));
-        RosterPage { households, next }
+            .map(|(id, snapshot)| (snapshot.region_code, id.clone()));
+        Ok(RosterPage {
+            households,
+            next,
+            known_at,
+        })
     }
 
-    pub fn stats(&self, prefix: RegionPrefix) -> Stats {
-        self.roll().stats(prefix)
+    /// Counts under `prefix` at a point in time, and the log position they were read at.
+    pub fn stats(&self, prefix: RegionPrefix, at: At) -> Result<(Stats, u64), Error> {
+        let roll = self.roll();
+        let (point, known_at) = Self::resolve(&roll, at)?;
+        Ok((roll.stats(prefix, point), known_at))
     }
+
+    /// Who entered and who left the roster under `prefix` between two points in time.
+    pub fn diff(
+        &self,
+        prefix: RegionPrefix,
+        from: At,
+        to: At,
+    ) -> Result<(Vec<RosterChange>, u64, u64), Error> {
+        let roll = self.roll();
+        let (from, from_known) = Self::resolve(&roll, from)?;
+        let (to, to_known) = Self::resolve(&roll, to)?;
+        Ok((roll.diff(prefix, from, to), from_known, to_known))
+    }
+
+    /// Flows under `prefix` with effective dates in `[from, to]`, as known at `known_at`.
+    pub fn flows(
+        &self,
+        prefix: RegionPrefix,
+        from: Date,
+        to: Date,
+        known_at: KnownAt,
+    ) -> Result<(Flows, u64), Error> {
+        if from > to {
+            return Err(Error::invalid(
+                "to_date",
+                format!("{to} is before from_date {from}"),
+            ));
+        }
+        let (point, known, streams) = {
+            let roll = self.roll();
+            let at = At {
+                as_of: None,
+                known_at,
+            };
+            let (point, known) = Self::resolve(&roll, at)?;
+            let streams: Vec<Vec<u64>> = roll
+                .ever_under(prefix)
+                .into_iter()
+                .filter_map(|id| roll.household(id))
+                .map(|entry| {
+                    entry
+                        .seqs
+                        .iter()
+                        .copied()
+                        .filter(|seq| point.knows(*seq))
+                        .collect()
+                })
+                .collect();
+            (point, known, streams)
+        };
+        let history = LogHistory(&self.shared.log);
+        let mut flows = Flows::default();
+        for seqs in streams {
+            let stream = history.events(&seqs)?;
+            flows.count(prefix, from, to, point.known_at, &stream);
+        }
+        Ok((flows, known))
+    }
+}
+
+/// Rebuilds the roll from the whole log.
+fn rebuild(log: &Log) -> Result<Roll, Error> {
+    let history = LogHistory(log);
+    let mut roll = Roll::default();
+    for entry in log.scan(1) {
+        let recorded = Recorded::decode(entry?)?;
+        roll.apply(&recorded.event, &history)?;
+    }
+    Ok(roll)
 }
 
 fn shutting_down() -> Error {

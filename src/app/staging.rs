@@ -22,6 +22,8 @@ pub(super) trait View {
     fn person(&self, person: &IdNumber) -> Option<HouseholdId>;
     /// The seq of the event that `request_id` produced, if any.
     fn request(&self, request_id: &str) -> Option<u64>;
+    /// The seqs of a household's committed events (staged ones are not in the roll yet).
+    fn committed_seqs(&self, id: &HouseholdId) -> Vec<u64>;
 }
 
 impl View for Roll {
@@ -35,6 +37,10 @@ impl View for Roll {
 
     fn request(&self, request_id: &str) -> Option<u64> {
         Roll::request(self, request_id)
+    }
+
+    fn committed_seqs(&self, id: &HouseholdId) -> Vec<u64> {
+        Roll::household(self, id).map_or_else(Vec::new, |entry| entry.seqs.clone())
     }
 }
 
@@ -118,6 +124,10 @@ impl View for Staged<'_> {
             Some(seq) => Some(*seq),
             None => self.base.request(request_id),
         }
+    }
+
+    fn committed_seqs(&self, id: &HouseholdId) -> Vec<u64> {
+        self.base.committed_seqs(id)
     }
 }
 

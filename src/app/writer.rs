@@ -21,9 +21,10 @@ use chrono::{DateTime, SubsecRound, Utc};
 use tokio::sync::{mpsc, oneshot};
 
 use super::staging::{Staged, View};
-use super::{Receipt, Recorded, Shared};
-use crate::domain::{decide, Command, Context, Event};
+use super::{LogHistory, Receipt, Recorded, Shared};
+use crate::domain::{decide, decide_correction, Change, Command, Context, Event};
 use crate::error::Error;
+use crate::projection::History;
 use crate::store::Head;
 
 /// Stop adding jobs to a group once it holds this many commands: a bound on the memory and
@@ -46,6 +47,9 @@ pub(super) fn spawn(
     std::thread::Builder::new()
         .name("rollstore-writer".into())
         .spawn(move || {
+            // recorded_at never goes backwards, even if the clock does, so that "known at a
+            // time" always names a prefix of the log.
+            let mut clock = DateTime::<Utc>::MIN_UTC;
             while let Some(first) = jobs.blocking_recv() {
                 let mut group = Vec::new();
                 let mut stop = false;
@@ -66,7 +70,8 @@ pub(super) fn spawn(
                         next = jobs.try_recv().ok();
                     }
                 }
-                commit(&shared, group);
+                clock = clock.max(Utc::now().trunc_subsecs(6));
+                commit(&shared, group, clock);
                 if stop {
                     break;
                 }
@@ -86,8 +91,7 @@ enum Outcome {
 
 type Reply = oneshot::Sender<Result<Vec<Receipt>, Error>>;
 
-fn commit(shared: &Shared, group: Vec<(Vec<Command>, Reply)>) {
-    let now: DateTime<Utc> = Utc::now().trunc_subsecs(6);
+fn commit(shared: &Shared, group: Vec<(Vec<Command>, Reply)>, now: DateTime<Utc>) {
     let today = now.with_timezone(&shared.config.utc_offset).date_naive();
     let ctx = Context {
         today,
@@ -166,8 +170,21 @@ fn commit(shared: &Shared, group: Vec<(Vec<Command>, Reply)>) {
             .roll
             .write()
             .expect("the roll lock is never held across a panic");
+        let history = LogHistory(&shared.log);
         for event in &events {
-            roll.apply(event);
+            if let Err(error) = roll.apply(event, &history) {
+                // The events are durable and every job is still answered truthfully, but the
+                // roll no longer matches the log: stop taking writes until a rebuild.
+                tracing::error!(%error, seq = event.seq, "the roll could not follow the log");
+                *shared
+                    .failed
+                    .lock()
+                    .expect("the failure lock is never held across a panic") = Some(format!(
+                    "the roll could not apply event {}: {error}",
+                    event.seq
+                ));
+                break;
+            }
         }
     }
     for (reply, outcome) in answers {
@@ -259,6 +276,55 @@ struct Staging<'a> {
 }
 
 impl Staging<'_> {
+    /// The event at `seq`, committed or staged in this group.
+    fn event(&self, seq: u64) -> Result<Option<Event>, Error> {
+        if seq > self.head.seq {
+            let index = (seq - self.head.seq - 1) as usize;
+            return Ok(self.events.get(index).cloned());
+        }
+        if seq == 0 {
+            return Ok(None);
+        }
+        Ok(Some(original_event(self.shared, seq)?.event))
+    }
+
+    /// A household's whole stream, committed and staged, for a correction that targets
+    /// `target_seq`. A target that does not exist, or belongs to another household, is refused
+    /// here with the reason.
+    fn stream(
+        &self,
+        view: &Staged<'_>,
+        id: &crate::domain::HouseholdId,
+        target_seq: u64,
+    ) -> Result<Vec<Event>, Error> {
+        match self.event(target_seq)? {
+            None => {
+                return Err(Error::NotFound(format!(
+                    "there is no event {target_seq} to correct"
+                )))
+            }
+            Some(target) if &target.household_id != id => {
+                return Err(Error::rule(
+                    crate::error::Rule::CorrectionTarget,
+                    format!(
+                        "event {target_seq} belongs to household {}, not {id}; a correction targets its own household",
+                        target.household_id
+                    ),
+                ))
+            }
+            Some(_) => {}
+        }
+        let committed = view.committed_seqs(id);
+        let mut stream = LogHistory(&self.shared.log).events(&committed)?;
+        stream.extend(
+            self.events
+                .iter()
+                .filter(|e| &e.household_id == id)
+                .cloned(),
+        );
+        Ok(stream)
+    }
+
     fn stage(&self, view: &mut Staged<'_>, command: &Command) -> Result<Decision, Error> {
         if let Some(request_id) = &command.request_id {
             if let Some(seq) = view.request(request_id) {
@@ -291,7 +357,13 @@ impl Staging<'_> {
             }
         }
         let before = current.as_ref().map(|(state, _)| state);
-        let next = decide(self.ctx, before, command, &*view)?;
+        let next = match &command.change {
+            Change::Correct(correction) => {
+                let stream = self.stream(view, id, correction.target_seq)?;
+                decide_correction(self.ctx, &stream, command, &*view)?
+            }
+            _ => decide(self.ctx, before, command, &*view)?,
+        };
         let seq = self.head.seq + self.events.len() as u64 + 1;
         let event = Event {
             seq,

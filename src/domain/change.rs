@@ -217,6 +217,28 @@ pub struct RelapseRecord {
     pub note: String,
 }
 
+/// What a rectification (整改) does to its target event.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CorrectionAction {
+    /// The target no longer counts, for any point known at or after the correction.
+    Annul,
+    /// The target counts with this payload (of its own kind) and, if given, this date.
+    Amend {
+        change: Box<Change>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        effective_date: Option<Date>,
+    },
+}
+
+/// 整改: annul or amend an earlier event of the same household. The original stays in the log.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Correction {
+    pub target_seq: u64,
+    pub action: CorrectionAction,
+    pub reason: String,
+}
+
 /// What an event does to its household.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -225,6 +247,7 @@ pub enum Change {
     Adjust(Adjustment),
     Exit(ExitRecord),
     Relapse(RelapseRecord),
+    Correct(Correction),
 }
 
 impl Change {
@@ -234,6 +257,7 @@ impl Change {
             Change::Adjust(_) => "adjust",
             Change::Exit(_) => "exit",
             Change::Relapse(_) => "relapse",
+            Change::Correct(_) => "correct",
         }
     }
 }

@@ -31,7 +31,8 @@ use std::collections::{BTreeMap, HashSet};
 use chrono::{Datelike, Days};
 
 use super::change::{
-    Adjustment, Causes, Change, Command, ExitRecord, Identification, Member, Procedure,
+    Adjustment, Causes, Change, Command, CorrectionAction, ExitRecord, Identification, Member,
+    Procedure,
 };
 use super::state::{apply, HouseholdState};
 use super::values::{Cause, Date, ExitReason, HouseholdId, IdNumber, Status};
@@ -159,6 +160,13 @@ pub fn decide(
                 return Err(transition(household, "relapse", state.status, "exited"));
             }
         }
+        Change::Correct(_) => {
+            // A correction reaches back over the whole stream, so it is decided there.
+            return Err(Error::invalid(
+                "correct",
+                "a correction is decided against the household's stream (history::decide_correction)",
+            ));
+        }
     }
     let next = apply(current.cloned(), date, &command.change)
         .expect("every change but identify was refused above when the household is absent");
@@ -184,7 +192,7 @@ fn transition(household: &HouseholdId, event: &str, status: Status, allowed: &st
 }
 
 /// Checks what can be checked from the command alone.
-fn well_formed(policy: &Policy, command: &Command) -> Result<(), Error> {
+pub(super) fn well_formed(policy: &Policy, command: &Command) -> Result<(), Error> {
     let mut violations = Vec::new();
     let mut violation = |field: &str, description: String| {
         violations.push(FieldViolation {
@@ -273,6 +281,28 @@ fn well_formed(policy: &Policy, command: &Command) -> Result<(), Error> {
         Change::Exit(exit) => {
             check_income(exit.income_per_capita, "income_per_capita", &mut violation);
             text("note", &exit.note, &mut violation);
+        }
+        Change::Correct(correction) => {
+            if correction.reason.trim().is_empty() {
+                violation("reason", "a correction states its reason (整改原因)".into());
+            }
+            text("reason", &correction.reason, &mut violation);
+            if let CorrectionAction::Amend { change, .. } = &correction.action {
+                if matches!(**change, Change::Correct(_)) {
+                    violation("amend", "an amendment cannot carry a correction".into());
+                } else {
+                    let amended = Command {
+                        change: (**change).clone(),
+                        request_id: None,
+                        ..command.clone()
+                    };
+                    if let Err(Error::InvalidInput(nested)) = well_formed(policy, &amended) {
+                        for v in nested {
+                            violation(&format!("amend.{}", v.field), v.description);
+                        }
+                    }
+                }
+            }
         }
         Change::Relapse(relapse) => {
             check_income(
@@ -574,7 +604,7 @@ fn check_members(household: &HouseholdId, next: &HouseholdState) -> Result<(), E
 }
 
 /// Every person the change makes active here must not be active in another household.
-fn check_people_free(
+pub(super) fn check_people_free(
     household: &HouseholdId,
     current: Option<&HouseholdState>,
     next: &HouseholdState,

@@ -114,6 +114,9 @@ pub fn apply(
             last_effective_date: effective_date,
         }),
         (None, _) => None,
+        // A correction acts on the stream, not on the state: `history::effective_events`
+        // applies it before the fold ever sees the events it touches.
+        (Some(state), Change::Correct(_)) => Some(state),
         (Some(mut state), Change::Adjust(adj)) => {
             state.members.retain(|m| {
                 !adj.members_removed

@@ -1,35 +1,57 @@
-//! The roll: the register as it stands at the head of the log, with the indexes that reads and
-//! the rules need. Derived data, built only from events.
+//! The roll: the register at the head of the log, and the indexes that answer any point in
+//! time without replaying the log. Derived data, built only from events.
 //!
 //! ```text
-//!                      ┌ households   HouseholdId → state, version, its seqs (the stream index)
-//!   Event ─▶ Roll::apply ┼ persons      IdNumber → the household holding them (one-per-person rule)
-//!   (in seq order)     ├ requests     request_id → seq (idempotency)
-//!                      ├ by_region    (RegionCode, HouseholdId), ordered: a county is a range
-//!                      └ tallies      (RegionCode, Group) → households and people, by status
+//!                        ┌ households  HouseholdId → state now, its seqs (the stream index),
+//!                        │             and its timeline (snapshots by seq and date, per epoch)
+//!   Event ─▶ Roll::apply ┼ persons     IdNumber → the household holding them (one-per-person rule)
+//!   (in seq order)       ├ requests    request_id → seq (idempotency)
+//!                        ├ by_region   (RegionCode, HouseholdId) now: a county is a range
+//!                        ├ ever        (RegionCode, HouseholdId) for every region a household
+//!                        │             was ever in: the candidates of a past roster
+//!                        ├ tallies     (RegionCode, Group) → counts now, for GetStats
+//!                        └ recorded    recorded_at → seq, for "known at" a timestamp
 //! ```
 //!
 //! [`Roll::apply`] is the only way in, for live appends and for a rebuild alike, so a rebuild
-//! from the log yields exactly what incremental updates produced. It must not be fed an event
-//! out of seq order, and it touches no disk: persisting or rebuilding it is `app`'s job.
+//! from the log yields exactly what incremental updates produced. It must be fed events in seq
+//! order. It touches no disk: a correction re-folds its household's stream, which the caller
+//! supplies through [`History`].
 
+mod flows;
 mod stats;
+mod timeline;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::ops::Bound;
 
+use chrono::{DateTime, Utc};
+
+pub use flows::Flows;
 pub use stats::{Group, Stats, StatsRow, Tally};
+pub use timeline::{Snapshot, Timeline};
 
 use crate::domain::{
-    apply, Event, HouseholdId, HouseholdState, IdNumber, PersonDirectory, RegionCode, RegionPrefix,
-    Status,
+    apply, effective_events, Change, Event, HouseholdId, HouseholdState, IdNumber, PersonDirectory,
+    PointInTime, RegionCode, RegionPrefix, Status,
 };
+use crate::error::Error;
+
+/// Where a correction finds the events of its household.
+pub trait History {
+    /// The events at `seqs`, in that order.
+    fn events(&self, seqs: &[u64]) -> Result<Vec<Event>, Error>;
+}
 
 /// One household in the roll.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HouseholdEntry {
+    /// Its state now: the fold of its stream with every correction applied.
     pub state: HouseholdState,
-    /// The seqs of its events, in record order; `seqs.len()` is its version.
+    /// The seqs of its events, corrections included, in record order; `seqs.len()` is its
+    /// version.
     pub seqs: Vec<u64>,
+    pub timeline: Timeline,
 }
 
 impl HouseholdEntry {
@@ -49,7 +71,10 @@ pub struct Roll {
     persons: HashMap<IdNumber, HouseholdId>,
     requests: HashMap<String, u64>,
     by_region: BTreeSet<RosterKey>,
+    ever: BTreeSet<RosterKey>,
     tallies: BTreeMap<(RegionCode, Group), StatsRow>,
+    /// `(recorded_at, last seq recorded then)`, one entry per distinct time, ascending.
+    recorded: Vec<(DateTime<Utc>, u64)>,
 }
 
 impl Roll {
@@ -70,29 +95,63 @@ impl Roll {
         self.households.len()
     }
 
+    /// The last seq recorded at or before `time` (0 if none was).
+    pub fn seq_known_at(&self, time: DateTime<Utc>) -> u64 {
+        let after = self.recorded.partition_point(|(t, _)| *t <= time);
+        after.checked_sub(1).map_or(0, |i| self.recorded[i].1)
+    }
+
     /// Folds one event in. Events must come in seq order, each exactly once.
-    pub fn apply(&mut self, event: &Event) {
-        debug_assert_eq!(event.seq, self.head + 1, "events are applied in seq order");
+    pub fn apply(&mut self, event: &Event, history: &dyn History) -> Result<(), Error> {
+        if event.seq != self.head + 1 {
+            return Err(Error::Corrupt(format!(
+                "event {} follows {} in the log",
+                event.seq, self.head
+            )));
+        }
+        let id = &event.household_id;
+        let previous = self.households.remove(id);
+        let (before, mut seqs, mut timeline) = match previous {
+            Some(entry) => (Some(entry.state), entry.seqs, entry.timeline),
+            None => (None, Vec::new(), Timeline::default()),
+        };
+        seqs.push(event.seq);
+        let after = match &event.change {
+            Change::Correct(_) => {
+                let stream = history.events(&seqs)?;
+                timeline.restart(event.seq, &effective_events(&stream, None))
+            }
+            change => {
+                let after = apply(before.clone(), event.effective_date, change);
+                if let Some(state) = &after {
+                    timeline.push(event.seq, event.effective_date, Snapshot::of(state));
+                }
+                after
+            }
+        };
         self.head = event.seq;
         if let Some(request_id) = &event.request_id {
             self.requests.insert(request_id.clone(), event.seq);
         }
-        let id = &event.household_id;
-        let previous = self.households.remove(id);
-        let (before, mut seqs) = match previous {
-            Some(entry) => (Some(entry.state), entry.seqs),
-            None => (None, Vec::new()),
-        };
-        let Some(after) = apply(before.clone(), event.effective_date, &event.change) else {
+        match self.recorded.last_mut() {
+            Some((time, last)) if *time == event.recorded_at => *last = event.seq,
+            _ => self.recorded.push((event.recorded_at, event.seq)),
+        }
+        let Some(after) = after else {
             // Only an identify starts a household, and the rules refuse anything else first;
-            // a log that says otherwise leaves the roll as it was.
+            // a log that says otherwise leaves the household as it was.
             if let Some(state) = before {
-                self.households
-                    .insert(id.clone(), HouseholdEntry { state, seqs });
+                self.households.insert(
+                    id.clone(),
+                    HouseholdEntry {
+                        state,
+                        seqs,
+                        timeline,
+                    },
+                );
             }
-            return;
+            return Ok(());
         };
-        seqs.push(event.seq);
         if let Some(before) = &before {
             for person in before.active_members() {
                 if self.persons.get(person) == Some(id) {
@@ -100,50 +159,178 @@ impl Roll {
                 }
             }
             self.by_region.remove(&(before.region_code, id.clone()));
-            stats::count(&mut self.tallies, before, -1);
+            stats::count(&mut self.tallies, &Snapshot::of(before), -1);
         }
         for person in after.active_members() {
             self.persons.insert(person.clone(), id.clone());
         }
         self.by_region.insert((after.region_code, id.clone()));
-        stats::count(&mut self.tallies, &after, 1);
-        self.households
-            .insert(id.clone(), HouseholdEntry { state: after, seqs });
+        for region in timeline.regions() {
+            if !self.ever.contains(&(region, id.clone())) {
+                self.ever.insert((region, id.clone()));
+            }
+        }
+        stats::count(&mut self.tallies, &Snapshot::of(&after), 1);
+        self.households.insert(
+            id.clone(),
+            HouseholdEntry {
+                state: after,
+                seqs,
+                timeline,
+            },
+        );
+        Ok(())
     }
 
-    /// The households under `prefix` whose status is one of `statuses`, in roster order,
-    /// starting after `after`, at most `limit` of them. The second value is whether more follow.
+    /// The households that may have been under `prefix` at `at`, each with its snapshot there,
+    /// in roster order `(region then, household_id)`, starting after `after`. A household is
+    /// yielded once, under the region it had at `at`.
+    pub fn under(
+        &self,
+        prefix: RegionPrefix,
+        at: PointInTime,
+        after: Option<&RosterKey>,
+    ) -> impl Iterator<Item = (&HouseholdId, Snapshot)> + '_ {
+        // Now, a household is where it is; at another point, wherever it ever was.
+        let candidates = if at == PointInTime::NOW {
+            &self.by_region
+        } else {
+            &self.ever
+        };
+        let (first, last) = prefix.range();
+        let lower = match after {
+            Some(key) => Bound::Excluded(key.clone()),
+            None => Bound::Included((first, HouseholdId::before_all())),
+        };
+        candidates
+            .range((lower, Bound::Unbounded))
+            .take_while(move |(region, _)| *region <= last)
+            .filter_map(move |(region, id)| {
+                let snapshot = self.households.get(id)?.timeline.at(at)?;
+                (snapshot.region_code == *region).then_some((id, snapshot))
+            })
+    }
+
+    /// One page of the roster under `prefix` at `at`: households whose status is one of
+    /// `statuses`, at most `limit`, and whether more follow.
     pub fn roster(
         &self,
         prefix: RegionPrefix,
         statuses: &[Status],
+        at: PointInTime,
         after: Option<&RosterKey>,
         limit: usize,
-    ) -> (Vec<(&HouseholdId, &HouseholdEntry)>, bool) {
-        let (first, last) = prefix.range();
-        let lower = match after {
-            Some(key) => std::ops::Bound::Excluded(key.clone()),
-            None => std::ops::Bound::Included((first, HouseholdId::before_all())),
-        };
+    ) -> (Vec<(HouseholdId, Snapshot)>, bool) {
         let mut matching = self
-            .by_region
-            .range((lower, std::ops::Bound::Unbounded))
-            .take_while(|(region, _)| *region <= last)
-            .filter_map(|(_, id)| {
-                let entry = self.households.get(id)?;
-                statuses
-                    .contains(&entry.state.status)
-                    .then_some((id, entry))
-            });
-        let page: Vec<_> = matching.by_ref().take(limit).collect();
+            .under(prefix, at, after)
+            .filter(|(_, snapshot)| statuses.contains(&snapshot.status));
+        let page: Vec<_> = matching
+            .by_ref()
+            .take(limit)
+            .map(|(id, snapshot)| (id.clone(), snapshot))
+            .collect();
         let more = matching.next().is_some();
         (page, more)
     }
 
-    /// Households and people under `prefix`, by region one level down, attribute, cause and
-    /// safety net.
-    pub fn stats(&self, prefix: RegionPrefix) -> Stats {
-        stats::gather(&self.tallies, prefix)
+    /// Households and people under `prefix` at `at`, by region one level down, attribute,
+    /// cause and safety net.
+    pub fn stats(&self, prefix: RegionPrefix, at: PointInTime) -> Stats {
+        if at == PointInTime::NOW {
+            return stats::gather(&self.tallies, prefix);
+        }
+        let mut stats = Stats::default();
+        for (_, snapshot) in self.under(prefix, at, None) {
+            stats.count(prefix, &snapshot);
+        }
+        stats
+    }
+}
+
+/// Why a household entered or left a roster between two points in time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ChangeReason {
+    Identified,
+    Exited,
+    Relapsed,
+    Removed,
+    RelocatedIn,
+    RelocatedOut,
+    /// A correction known at one point and not the other made the difference.
+    Corrected,
+}
+
+/// One household that entered or left the roster.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RosterChange {
+    pub household_id: HouseholdId,
+    /// True: on the roster at `to` and not at `from`. False: the other way round.
+    pub entered: bool,
+    pub reason: ChangeReason,
+    /// The household as it stood at each point (`None`: not yet registered there).
+    pub from: Option<Snapshot>,
+    pub to: Option<Snapshot>,
+}
+
+impl Roll {
+    /// The households ever under `prefix`, each once.
+    pub fn ever_under(&self, prefix: RegionPrefix) -> BTreeSet<&HouseholdId> {
+        let (first, last) = prefix.range();
+        self.ever
+            .range((first, HouseholdId::before_all())..)
+            .take_while(|(region, _)| *region <= last)
+            .map(|(_, id)| id)
+            .collect()
+    }
+
+    /// Every household on the roster under `prefix` at one point and not the other, by id.
+    pub fn diff(
+        &self,
+        prefix: RegionPrefix,
+        from: PointInTime,
+        to: PointInTime,
+    ) -> Vec<RosterChange> {
+        let on_roster = |s: &Option<Snapshot>| {
+            s.is_some_and(|s| s.status == Status::OnRoll && prefix.contains(s.region_code))
+        };
+        let head = self.head;
+        let (k1, k2) = (from.known_at.unwrap_or(head), to.known_at.unwrap_or(head));
+        let window = k1.min(k2)..=k1.max(k2);
+        let mut changes = Vec::new();
+        for id in self.ever_under(prefix) {
+            let Some(entry) = self.households.get(id) else {
+                continue;
+            };
+            let (before, after) = (entry.timeline.at(from), entry.timeline.at(to));
+            let entered = match (on_roster(&before), on_roster(&after)) {
+                (false, true) => true,
+                (true, false) => false,
+                _ => continue,
+            };
+            let corrected = k1 != k2
+                && entry
+                    .timeline
+                    .corrections()
+                    .any(|c| window.contains(&c) && c != *window.start());
+            let other = if entered { before } else { after };
+            let reason = match (corrected, entered, other.map(|s| s.status)) {
+                (true, _, _) | (false, false, None) => ChangeReason::Corrected,
+                (false, true, None | Some(Status::Removed)) => ChangeReason::Identified,
+                (false, true, Some(Status::Exited)) => ChangeReason::Relapsed,
+                (false, true, Some(Status::OnRoll)) => ChangeReason::RelocatedIn,
+                (false, false, Some(Status::Exited)) => ChangeReason::Exited,
+                (false, false, Some(Status::Removed)) => ChangeReason::Removed,
+                (false, false, Some(Status::OnRoll)) => ChangeReason::RelocatedOut,
+            };
+            changes.push(RosterChange {
+                household_id: id.clone(),
+                entered,
+                reason,
+                from: before,
+                to: after,
+            });
+        }
+        changes
     }
 }
 

@@ -15,7 +15,8 @@
 
 use std::collections::BTreeMap;
 
-use crate::domain::{Attribute, Cause, HouseholdState, RegionCode, RegionPrefix, Status};
+use super::Snapshot;
+use crate::domain::{Attribute, Cause, RegionCode, RegionPrefix, Status};
 
 /// A group a household is counted in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -69,13 +70,12 @@ pub struct Stats {
 }
 
 impl Stats {
-    /// Counts one household's state. Used by the point-in-time paths that fold households
-    /// themselves, so that both paths count alike.
-    pub fn count(&mut self, prefix: RegionPrefix, state: &HouseholdState) {
-        for group in groups(state) {
-            if let Some(row) = row_of(state) {
-                self.add(prefix, state.region_code, group, &row);
-            }
+    /// Counts one household. The point-in-time path counts snapshots with this; the tallies
+    /// of the head count them with [`count`]; both share `groups` and `row_of`.
+    pub fn count(&mut self, prefix: RegionPrefix, snapshot: &Snapshot) {
+        let Some(row) = row_of(snapshot) else { return };
+        for group in groups(snapshot) {
+            self.add(prefix, snapshot.region_code, group, &row);
         }
     }
 
@@ -97,7 +97,7 @@ impl Stats {
 }
 
 /// The groups a household counts in.
-fn groups(state: &HouseholdState) -> impl Iterator<Item = Group> {
+fn groups(state: &Snapshot) -> impl Iterator<Item = Group> {
     [
         Some(Group::Total),
         state.safety_net.then_some(Group::SafetyNet),
@@ -109,10 +109,10 @@ fn groups(state: &HouseholdState) -> impl Iterator<Item = Group> {
 }
 
 /// What one household adds to each of its groups, or nothing if it is removed.
-fn row_of(state: &HouseholdState) -> Option<StatsRow> {
+fn row_of(state: &Snapshot) -> Option<StatsRow> {
     let tally = Tally {
         households: 1,
-        people: state.people() as u64,
+        people: u64::from(state.people),
     };
     match state.status {
         Status::OnRoll => Some(StatsRow {
@@ -130,7 +130,7 @@ fn row_of(state: &HouseholdState) -> Option<StatsRow> {
 /// Adds (`sign` = 1) or takes back (`sign` = -1) one household's counts.
 pub(super) fn count(
     tallies: &mut BTreeMap<(RegionCode, Group), StatsRow>,
-    state: &HouseholdState,
+    state: &Snapshot,
     sign: i8,
 ) {
     let Some(row) = row_of(state) else { return };

@@ -244,6 +244,7 @@ pub async fn send(
         Kind::Adjust(r) => client.adjust(r).await?.into_inner().receipt,
         Kind::Exit(r) => client.exit(r).await?.into_inner().receipt,
         Kind::Relapse(r) => client.relapse(r).await?.into_inner().receipt,
+        Kind::Correct(r) => client.correct(r).await?.into_inner().receipt,
     };
     Ok(receipt.expect("every write answers a receipt"))
 }
