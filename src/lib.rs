@@ -8,6 +8,7 @@
 
 pub mod api;
 pub mod app;
+pub mod demo;
 pub mod domain;
 pub mod error;
 pub mod projection;

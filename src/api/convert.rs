@@ -955,6 +955,15 @@ pub fn flows(f: &Flows, known_at_seq: u64) -> pb::GetFlowsResponse {
         married_in: tally(f.married_in),
         married_out: tally(f.married_out),
         known_at_seq,
+        relocated: tally(f.relocated),
+        measures: f
+            .measures
+            .iter()
+            .map(|(kind, count)| pb::MeasureFlow {
+                kind: pb::MeasureKind::from(*kind) as i32,
+                count: tally(*count),
+            })
+            .collect(),
     }
 }
 

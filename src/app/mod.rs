@@ -48,6 +48,25 @@ pub struct Config {
     pub utc_offset: FixedOffset,
     /// The most commands one batch may carry.
     pub max_batch: usize,
+    /// Where `recorded_at` comes from.
+    pub clock: Clock,
+}
+
+/// The source of `recorded_at`: the system clock, or a fixed instant (for reproducible logs:
+/// the same commands then give the same bodies and the same head hash).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Clock {
+    System,
+    Fixed(DateTime<Utc>),
+}
+
+impl Clock {
+    pub fn now(self) -> DateTime<Utc> {
+        match self {
+            Clock::System => Utc::now(),
+            Clock::Fixed(instant) => instant,
+        }
+    }
 }
 
 impl Default for Config {
@@ -57,6 +76,7 @@ impl Default for Config {
             actor: "anonymous".into(),
             utc_offset: FixedOffset::east_opt(8 * 3600).expect("+08:00 is a valid offset"),
             max_batch: 10_000,
+            clock: Clock::System,
         }
     }
 }

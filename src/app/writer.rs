@@ -70,7 +70,7 @@ pub(super) fn spawn(
                         next = jobs.try_recv().ok();
                     }
                 }
-                clock = clock.max(Utc::now().trunc_subsecs(6));
+                clock = clock.max(shared.config.clock.now().trunc_subsecs(6));
                 commit(&shared, group, clock);
                 if stop {
                     break;

@@ -13,15 +13,17 @@
 //!
 //! Pure: the streams are passed in.
 
+use std::collections::{BTreeMap, BTreeSet};
+
 use crate::domain::{
-    apply, effective_events, Change, Date, Event, ExitReason, HouseholdState, MemberAddedReason,
-    MemberRemovedReason, RegionPrefix,
+    apply, effective_events, Change, Date, Event, ExitReason, HouseholdState, Measure, MeasureKind,
+    MemberAddedReason, MemberRemovedReason, RegionPrefix,
 };
 
 use super::Tally;
 
 /// Counts of each kind of flow.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Flows {
     pub identified: Tally,
     pub exited: Tally,
@@ -31,10 +33,15 @@ pub struct Flows {
     pub corrected: Tally,
     pub relocated_in: Tally,
     pub relocated_out: Tally,
+    /// Every relocation that starts or ends under the prefix, moves within it included.
+    pub relocated: Tally,
     pub born: Tally,
     pub died: Tally,
     pub married_in: Tally,
     pub married_out: Tally,
+    /// Assistance measures recorded in the period, by kind: events that carry at least one
+    /// measure of the kind, and the members of their households.
+    pub measures: BTreeMap<MeasureKind, Tally>,
 }
 
 fn add(tally: &mut Tally, households: u64, people: usize) {
@@ -66,6 +73,17 @@ impl Flows {
                 continue;
             }
             let members = state.as_ref().map_or(0, |s| s.members.len());
+            let measures: &[Measure] = match e.change {
+                Change::Identify(id) => &id.measures,
+                Change::Adjust(adjustment) => &adjustment.measures,
+                _ => &[],
+            };
+            if inside(&state) {
+                let kinds: BTreeSet<MeasureKind> = measures.iter().map(|m| m.kind).collect();
+                for kind in kinds {
+                    add(self.measures.entry(kind).or_default(), 1, members);
+                }
+            }
             match e.change {
                 Change::Identify(_) if inside(&state) => add(&mut self.identified, 1, members),
                 Change::Exit(exit) if inside(&state) => {
@@ -79,6 +97,9 @@ impl Flows {
                 Change::Relapse(_) if inside(&state) => add(&mut self.relapsed, 1, members),
                 Change::Adjust(adjustment) => {
                     let (was, is) = (inside(&before), inside(&state));
+                    if adjustment.relocate_to.is_some() && (was || is) {
+                        add(&mut self.relocated, 1, members);
+                    }
                     if adjustment.relocate_to.is_some() && was != is {
                         let tally = if is {
                             &mut self.relocated_in

@@ -178,7 +178,11 @@ impl TestServer {
     }
 
     pub async fn start_in(dir: tempfile::TempDir) -> Self {
-        let register = Register::open(dir.path(), Config::default()).expect("the store opens");
+        Self::start_with(dir, Config::default()).await
+    }
+
+    pub async fn start_with(dir: tempfile::TempDir, config: Config) -> Self {
+        let register = Register::open(dir.path(), config).expect("the store opens");
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("a port");
