@@ -18,10 +18,10 @@ use std::pin::Pin;
 
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
-use tokio_stream::Stream;
+use tokio_stream::{Stream, StreamExt};
 use tonic::{Request, Response, Status};
 
-use crate::app::Register;
+use crate::app::{audit, Register};
 use crate::domain::{
     parse_date, Command, HouseholdId, RegionCode, RegionPrefix, Status as HouseholdStatus,
 };
@@ -67,6 +67,12 @@ pub async fn serve(
         .map_err(|e| Error::Io(format!("cannot build the reflection service: {e}")))?;
     let api = Api {
         register: register.clone(),
+    };
+    // Streams must end before tonic can finish its graceful shutdown: tell the register first.
+    let stopper = register.clone();
+    let shutdown = async move {
+        shutdown.await;
+        stopper.begin_shutdown();
     };
     let result = tonic::transport::Server::builder()
         .add_service(health_service)
@@ -376,6 +382,68 @@ impl AuditLog for Api {
         Ok(Response::new(pb::GetHeadResponse {
             seq: head.seq,
             hash: head.hash.to_vec(),
+        }))
+    }
+
+    type SubscribeStream = ResponseStream<pb::SubscribeResponse>;
+
+    async fn subscribe(
+        &self,
+        request: Request<pb::SubscribeRequest>,
+    ) -> Result<Response<Self::SubscribeStream>, Status> {
+        let request = request.into_inner();
+        let region = if request.region_prefix.is_empty() {
+            None
+        } else {
+            Some(region_prefix(&request.region_prefix)?)
+        };
+        let mut kinds = std::collections::BTreeSet::new();
+        for (i, raw) in request.kinds.iter().enumerate() {
+            let kind = match pb::EventKind::try_from(*raw) {
+                Ok(pb::EventKind::Identify) => "identify",
+                Ok(pb::EventKind::Adjust) => "adjust",
+                Ok(pb::EventKind::Exit) => "exit",
+                Ok(pb::EventKind::Relapse) => "relapse",
+                Ok(pb::EventKind::Correct) => "correct",
+                _ => {
+                    return Err(Error::invalid(
+                        format!("kinds[{i}]"),
+                        format!("{raw} is not an event kind"),
+                    )
+                    .into())
+                }
+            };
+            kinds.insert(kind);
+        }
+        let receiver = self
+            .register
+            .subscribe(request.from_seq, audit::Filter { region, kinds });
+        let stream = tokio_stream::wrappers::ReceiverStream::new(receiver).map(|item| {
+            item.map(|recorded| pb::SubscribeResponse {
+                event: Some(convert::event(&recorded)),
+            })
+            .map_err(Status::from)
+        });
+        Ok(Response::new(Box::pin(stream)))
+    }
+
+    async fn verify_chain(
+        &self,
+        request: Request<pb::VerifyChainRequest>,
+    ) -> Result<Response<pb::VerifyChainResponse>, Status> {
+        let request = request.get_ref();
+        let report = self
+            .register
+            .verify_chain(request.from_seq, request.to_seq)
+            .await?;
+        let (first_bad_seq, problem) = report.broken.clone().unwrap_or_default();
+        Ok(Response::new(pb::VerifyChainResponse {
+            ok: report.broken.is_none(),
+            checked: report.checked,
+            verified_seq: report.verified.seq,
+            verified_hash: report.verified.hash.to_vec(),
+            first_bad_seq,
+            problem,
         }))
     }
 

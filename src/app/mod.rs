@@ -19,6 +19,7 @@
 //!
 //! This layer knows neither protobuf nor sled keys.
 
+pub mod audit;
 mod staging;
 mod writer;
 
@@ -27,7 +28,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock, RwLockReadGuard};
 
 use chrono::{DateTime, FixedOffset, Utc};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::domain::{
     state_at, Change, Command, Date, Event, HouseholdId, HouseholdState, PointInTime, Policy,
@@ -50,6 +51,8 @@ pub struct Config {
     pub max_batch: usize,
     /// Where `recorded_at` comes from.
     pub clock: Clock,
+    /// Write a checkpoint of the roll in the background after this many events.
+    pub checkpoint_every: u64,
 }
 
 /// The source of `recorded_at`: the system clock, or a fixed instant (for reproducible logs:
@@ -77,6 +80,7 @@ impl Default for Config {
             utc_offset: FixedOffset::east_opt(8 * 3600).expect("+08:00 is a valid offset"),
             max_batch: 10_000,
             clock: Clock::System,
+            checkpoint_every: 1_000_000,
         }
     }
 }
@@ -177,6 +181,14 @@ struct Shared {
     roll: RwLock<Roll>,
     config: Config,
     closing: AtomicBool,
+    /// The seq of the last durable event the roll has applied: what subscribers follow.
+    committed: watch::Sender<u64>,
+    /// Turns true when the server begins to shut down: subscriptions end.
+    stopping: watch::Sender<bool>,
+    /// A checkpoint is being written in the background.
+    checkpointing: AtomicBool,
+    /// The seq of the last checkpoint written.
+    checkpointed: std::sync::atomic::AtomicU64,
     /// Set if the roll could not follow a committed event: writes stop until a restart
     /// rebuilds it from the log.
     failed: std::sync::Mutex<Option<String>>,
@@ -211,12 +223,22 @@ impl Register {
     /// starts the writer.
     pub fn open(dir: &Path, config: Config) -> Result<Self, Error> {
         let log = Log::open(dir)?;
-        let roll = rebuild(&log)?;
+        let (roll, how) = audit::load_roll(&log)?;
+        tracing::info!(
+            head = roll.head(),
+            households = roll.households(),
+            "loaded the roll: {how}"
+        );
+        let head = roll.head();
         let shared = Arc::new(Shared {
             log,
             roll: RwLock::new(roll),
             config,
             closing: AtomicBool::new(false),
+            committed: watch::channel(head).0,
+            stopping: watch::channel(false).0,
+            checkpointing: AtomicBool::new(false),
+            checkpointed: std::sync::atomic::AtomicU64::new(head),
             failed: std::sync::Mutex::new(None),
         });
         let (jobs, receiver) = mpsc::channel(4096);
@@ -274,10 +296,17 @@ impl Register {
             .ok_or_else(|| Error::Io("the writer answered no receipt".into()))
     }
 
-    /// Stops taking writes, lets the writer finish what it already has, and waits for it.
-    /// Writes that arrive from now on are refused as `Unavailable`.
-    pub async fn close(&self) {
+    /// Begins a shutdown: new writes are refused as `Unavailable`, and subscriptions end with a
+    /// status that says where to resume. Writes already queued are still committed.
+    pub fn begin_shutdown(&self) {
         self.shared.closing.store(true, Ordering::SeqCst);
+        self.shared.stopping.send_replace(true);
+    }
+
+    /// Stops taking writes, lets the writer finish what it already has, waits for it, and
+    /// writes a checkpoint of the roll so that the next start replays nothing.
+    pub async fn close(&self) {
+        self.begin_shutdown();
         // The stop marker queues behind every job already sent, so those are still answered.
         let _ = self.jobs.send(writer::Job::Stop).await;
         let handle = self
@@ -287,7 +316,39 @@ impl Register {
             .take();
         if let Some(handle) = handle {
             let _ = tokio::task::spawn_blocking(move || handle.join()).await;
+            let shared = self.shared.clone();
+            let written = tokio::task::spawn_blocking(move || shared.checkpoint()).await;
+            match written {
+                Ok(Ok(head)) => tracing::info!(seq = head.seq, "checkpoint written"),
+                Ok(Err(error)) => {
+                    tracing::warn!(%error, "no checkpoint written; the next start replays the log")
+                }
+                Err(error) => tracing::warn!(%error, "the checkpoint task failed"),
+            }
         }
+    }
+
+    /// Follows the log from `from` (catch-up, then live), filtered.
+    pub fn subscribe(
+        &self,
+        from: u64,
+        filter: audit::Filter,
+    ) -> mpsc::Receiver<Result<Recorded, Error>> {
+        audit::subscribe(
+            self.shared.clone(),
+            from,
+            filter,
+            self.shared.committed.subscribe(),
+            self.shared.stopping.subscribe(),
+        )
+    }
+
+    /// Recomputes the hash chain over `[from, to]` (0: to the head).
+    pub async fn verify_chain(&self, from: u64, to: u64) -> Result<audit::ChainReport, Error> {
+        let shared = self.shared.clone();
+        tokio::task::spawn_blocking(move || audit::verify_chain(&shared.log, from, to, &|_| {}))
+            .await
+            .map_err(|e| Error::Io(format!("the verification task failed: {e}")))?
     }
 
     fn roll(&self) -> RwLockReadGuard<'_, Roll> {
@@ -499,15 +560,39 @@ impl Register {
     }
 }
 
-/// Rebuilds the roll from the whole log.
-fn rebuild(log: &Log) -> Result<Roll, Error> {
-    let history = LogHistory(log);
-    let mut roll = Roll::default();
-    for entry in log.scan(1) {
-        let recorded = Recorded::decode(entry?)?;
-        roll.apply(&recorded.event, &history)?;
+impl Shared {
+    /// Writes the roll as a checkpoint (under the read lock while it is encoded).
+    fn checkpoint(&self) -> Result<Head, Error> {
+        let roll = self
+            .roll
+            .read()
+            .expect("the roll lock is never held across a panic");
+        let head = audit::write_checkpoint(&self.log, &roll)?;
+        self.checkpointed.store(head.seq, Ordering::SeqCst);
+        Ok(head)
     }
-    Ok(roll)
+
+    /// Starts a background checkpoint if enough events came since the last one.
+    fn maybe_checkpoint(self: &Arc<Self>) {
+        let head = self.committed.borrow().to_owned();
+        let due = head.saturating_sub(self.checkpointed.load(Ordering::SeqCst))
+            >= self.config.checkpoint_every;
+        if !due || self.checkpointing.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        let shared = self.clone();
+        let spawned = std::thread::Builder::new()
+            .name("rollstore-checkpoint".into())
+            .spawn(move || {
+                if let Err(error) = shared.checkpoint() {
+                    tracing::warn!(%error, "background checkpoint failed");
+                }
+                shared.checkpointing.store(false, Ordering::SeqCst);
+            });
+        if spawned.is_err() {
+            self.checkpointing.store(false, Ordering::SeqCst);
+        }
+    }
 }
 
 fn shutting_down() -> Error {

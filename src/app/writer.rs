@@ -15,6 +15,7 @@
 //! the rest of the group still commits. If the commit itself fails, every job of the group is
 //! answered with the failure and neither the log head nor the roll moves.
 
+use std::sync::Arc;
 use std::thread::JoinHandle;
 
 use chrono::{DateTime, SubsecRound, Utc};
@@ -41,7 +42,7 @@ pub(super) enum Job {
 }
 
 pub(super) fn spawn(
-    shared: std::sync::Arc<Shared>,
+    shared: Arc<Shared>,
     mut jobs: mpsc::Receiver<Job>,
 ) -> Result<JoinHandle<()>, Error> {
     std::thread::Builder::new()
@@ -91,7 +92,7 @@ enum Outcome {
 
 type Reply = oneshot::Sender<Result<Vec<Receipt>, Error>>;
 
-fn commit(shared: &Shared, group: Vec<(Vec<Command>, Reply)>, now: DateTime<Utc>) {
+fn commit(shared: &Arc<Shared>, group: Vec<(Vec<Command>, Reply)>, now: DateTime<Utc>) {
     let today = now.with_timezone(&shared.config.utc_offset).date_naive();
     let ctx = Context {
         today,
@@ -186,7 +187,9 @@ fn commit(shared: &Shared, group: Vec<(Vec<Command>, Reply)>, now: DateTime<Utc>
                 break;
             }
         }
+        shared.committed.send_replace(roll.head());
     }
+    shared.maybe_checkpoint();
     for (reply, outcome) in answers {
         let receipts = outcome.and_then(|outcomes| {
             outcomes

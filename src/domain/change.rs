@@ -45,14 +45,17 @@ pub struct Helper {
 pub struct Measure {
     pub year: i32,
     pub kind: MeasureKind,
-    #[serde(default, skip_serializing_if = "String::is_empty")]
+    // Never skipped: a household's state holds measures, and checkpoints encode that state
+    // in a format that does not describe itself (a skipped field would not decode).
+    #[serde(default)]
     pub note: String,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Criterion {
     pub met: bool,
-    #[serde(default, skip_serializing_if = "String::is_empty")]
+    // Never skipped, like `Measure::note`.
+    #[serde(default)]
     pub note: String,
 }
 

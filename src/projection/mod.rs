@@ -26,6 +26,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::ops::Bound;
 
 use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
 
 pub use flows::Flows;
 pub use stats::{Group, Stats, StatsRow, Tally};
@@ -44,13 +45,16 @@ pub trait History {
 }
 
 /// One household in the roll.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct HouseholdEntry {
     /// Its state now: the fold of its stream with every correction applied.
     pub state: HouseholdState,
     /// The seqs of its events, corrections included, in record order; `seqs.len()` is its
     /// version.
     pub seqs: Vec<u64>,
+    /// The household's region just after each of those events, as recorded then: what a
+    /// subscription filtered by region matches an event against.
+    pub regions: Vec<RegionCode>,
     pub timeline: Timeline,
 }
 
@@ -64,7 +68,7 @@ impl HouseholdEntry {
 pub type RosterKey = (RegionCode, HouseholdId);
 
 /// The register at the head of the log.
-#[derive(Debug, Default, Clone, PartialEq, Eq)]
+#[derive(Debug, Default, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Roll {
     head: u64,
     households: HashMap<HouseholdId, HouseholdEntry>,
@@ -111,9 +115,9 @@ impl Roll {
         }
         let id = &event.household_id;
         let previous = self.households.remove(id);
-        let (before, mut seqs, mut timeline) = match previous {
-            Some(entry) => (Some(entry.state), entry.seqs, entry.timeline),
-            None => (None, Vec::new(), Timeline::default()),
+        let (before, mut seqs, mut regions, mut timeline) = match previous {
+            Some(entry) => (Some(entry.state), entry.seqs, entry.regions, entry.timeline),
+            None => (None, Vec::new(), Vec::new(), Timeline::default()),
         };
         seqs.push(event.seq);
         let after = match &event.change {
@@ -141,17 +145,20 @@ impl Roll {
             // Only an identify starts a household, and the rules refuse anything else first;
             // a log that says otherwise leaves the household as it was.
             if let Some(state) = before {
+                regions.push(state.region_code);
                 self.households.insert(
                     id.clone(),
                     HouseholdEntry {
                         state,
                         seqs,
+                        regions,
                         timeline,
                     },
                 );
             }
             return Ok(());
         };
+        regions.push(after.region_code);
         if let Some(before) = &before {
             for person in before.active_members() {
                 if self.persons.get(person) == Some(id) {
@@ -176,10 +183,26 @@ impl Roll {
             HouseholdEntry {
                 state: after,
                 seqs,
+                regions,
                 timeline,
             },
         );
         Ok(())
+    }
+
+    /// The household's region before and after event `seq` of its stream, as recorded then.
+    pub fn event_regions(
+        &self,
+        id: &HouseholdId,
+        seq: u64,
+    ) -> Option<(Option<RegionCode>, RegionCode)> {
+        let entry = self.households.get(id)?;
+        let index = entry.seqs.binary_search(&seq).ok()?;
+        let after = *entry.regions.get(index)?;
+        let before = index
+            .checked_sub(1)
+            .and_then(|i| entry.regions.get(i).copied());
+        Some((before, after))
     }
 
     /// The households that may have been under `prefix` at `at`, each with its snapshot there,

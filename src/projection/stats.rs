@@ -15,11 +15,13 @@
 
 use std::collections::BTreeMap;
 
+use serde::{Deserialize, Serialize};
+
 use super::Snapshot;
 use crate::domain::{Attribute, Cause, RegionCode, RegionPrefix, Status};
 
 /// A group a household is counted in.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub enum Group {
     Total,
     SafetyNet,
@@ -27,7 +29,7 @@ pub enum Group {
     Cause(Cause),
 }
 
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Tally {
     pub households: u64,
     pub people: u64,
@@ -41,7 +43,7 @@ impl Tally {
 }
 
 /// Counts of one group, by status.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StatsRow {
     pub on_roll: Tally,
     pub exited: Tally,

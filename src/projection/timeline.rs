@@ -17,12 +17,14 @@
 //! A correction starts a new epoch, re-folded from the corrected stream; the old epoch stays
 //! for the points in time that did not know the correction yet. Pure data, no I/O.
 
+use serde::{Deserialize, Serialize};
+
 use crate::domain::{
     apply, Attribute, Cause, Date, Effective, HouseholdState, PointInTime, RegionCode, Status,
 };
 
 /// What a roster or a count needs of a household.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Snapshot {
     pub status: Status,
     pub region_code: RegionCode,
@@ -45,21 +47,21 @@ impl Snapshot {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 struct Mark {
     seq: u64,
     date: Date,
     snapshot: Snapshot,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 struct Epoch {
     /// The correction that started it (0 for the first epoch).
     from_seq: u64,
     marks: Vec<Mark>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Timeline {
     /// Oldest first; never empty.
     epochs: Vec<Epoch>,

@@ -16,6 +16,7 @@
 //! This module knows bytes, keys and hashes, never what an event means: it does not decode
 //! bodies and enforces no rule.
 
+pub mod checkpoint;
 mod keys;
 
 use std::fs::File;

@@ -1,0 +1,531 @@
+//! The log as auditors use it: chain verification, live subscriptions, checkpoints of the roll,
+//! and the offline tools (verify, export, import, rebuild) that work on a stopped store.
+//!
+//! ```text
+//!   subscribe(from)   read the log from `from` up to the committed head ──▶ bounded channel
+//!        ▲                      │ caught up
+//!        └── head moves ◀───────┘ wait for the writer's next durable commit (a watch)
+//! ```
+//!
+//! A subscriber always reads from the log, never from what the writer is about to commit, so it
+//! sees only durable events, in seq order, with no gap and no duplicate, and a slow one costs
+//! the writers nothing: it simply falls behind and catches up from the log.
+//!
+//! ```text
+//!   checkpoint = postcard(Roll) tied to (seq, hash(seq))
+//!   open       = checkpoint (if the log has that hash at that seq) + replay of the tail
+//! ```
+
+use std::collections::BTreeSet;
+use std::io::{BufRead, Write};
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+use tokio::sync::{mpsc, watch};
+
+use super::{LogHistory, Recorded};
+use crate::domain::RegionPrefix;
+use crate::error::Error;
+use crate::projection::Roll;
+use crate::store::{chain, checkpoint, Head, Log, GENESIS};
+
+/// Events a subscriber reads from the log per step.
+const CHUNK: usize = 512;
+/// Events buffered per subscriber before it must read more slowly.
+pub const SUBSCRIBER_BUFFER: usize = 256;
+
+/// Which events a subscription wants.
+#[derive(Debug, Clone, Default)]
+pub struct Filter {
+    /// Events of households in this region (before or after the event). `None`: all.
+    pub region: Option<RegionPrefix>,
+    /// Events of these kinds (`identify`, `adjust`, …). Empty: all.
+    pub kinds: BTreeSet<&'static str>,
+}
+
+impl Filter {
+    fn matches(&self, roll: &Roll, recorded: &Recorded) -> bool {
+        let event = &recorded.event;
+        if !self.kinds.is_empty() && !self.kinds.contains(event.change.kind()) {
+            return false;
+        }
+        let Some(prefix) = self.region else {
+            return true;
+        };
+        match roll.event_regions(&event.household_id, event.seq) {
+            Some((before, after)) => {
+                prefix.contains(after) || before.is_some_and(|b| prefix.contains(b))
+            }
+            None => false,
+        }
+    }
+}
+
+/// The outcome of a chain verification.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChainReport {
+    /// Events checked.
+    pub checked: u64,
+    /// The last position verified (the hash the chain reaches there).
+    pub verified: Head,
+    /// The first seq that does not verify, and why.
+    pub broken: Option<(u64, String)>,
+}
+
+/// Recomputes the chain over `[from, to]` (to the head if `to` is 0 or beyond it), starting
+/// from the stored hash before `from`. `progress` is told the seq reached, now and then.
+pub fn verify_chain(
+    log: &Log,
+    from: u64,
+    to: u64,
+    progress: &dyn Fn(u64),
+) -> Result<ChainReport, Error> {
+    let head = log.head().seq;
+    let from = from.max(1);
+    let to = if to == 0 || to > head { head } else { to };
+    let mut previous = if from == 1 {
+        GENESIS
+    } else {
+        log.get(from - 1)?.map(|e| e.hash).ok_or_else(|| {
+            Error::invalid("from_seq", format!("{from} is beyond the head {head}"))
+        })?
+    };
+    let mut report = ChainReport {
+        checked: 0,
+        verified: Head {
+            seq: from - 1,
+            hash: previous,
+        },
+        broken: None,
+    };
+    for entry in log.scan(from) {
+        let entry = match entry {
+            Ok(entry) => entry,
+            Err(error) => {
+                report.broken = Some((report.verified.seq + 1, error.to_string()));
+                break;
+            }
+        };
+        if entry.seq > to {
+            break;
+        }
+        let seq = entry.seq;
+        let computed = chain(&previous, &entry.body);
+        if computed != entry.hash {
+            report.broken = Some((
+                seq,
+                "the stored hash does not match SHA-256(previous hash ‖ body): the body or the hash was altered, or an event before it was dropped or moved".into(),
+            ));
+            break;
+        }
+        if let Err(error) = Recorded::decode(entry.clone()) {
+            report.broken = Some((seq, error.to_string()));
+            break;
+        }
+        previous = entry.hash;
+        report.checked += 1;
+        report.verified = Head {
+            seq,
+            hash: entry.hash,
+        };
+        if seq % 10_000 == 0 {
+            progress(seq);
+        }
+    }
+    progress(report.verified.seq);
+    Ok(report)
+}
+
+/// Follows the log from `from`: the catch-up, then every durable commit, until the receiver is
+/// dropped or `stop` turns true (then it sends one `Unavailable` that says where to resume).
+pub(super) fn subscribe(
+    shared: std::sync::Arc<super::Shared>,
+    from: u64,
+    filter: Filter,
+    mut committed: watch::Receiver<u64>,
+    mut stop: watch::Receiver<bool>,
+) -> mpsc::Receiver<Result<Recorded, Error>> {
+    let (sender, receiver) = mpsc::channel(SUBSCRIBER_BUFFER);
+    tokio::spawn(async move {
+        let mut next = from.max(1);
+        loop {
+            let head = *committed.borrow_and_update();
+            while next <= head {
+                let shared = shared.clone();
+                let filter = filter.clone();
+                let start = next;
+                // Reading and decoding is blocking work: off the async threads.
+                let chunk = tokio::task::spawn_blocking(move || -> Result<Vec<Recorded>, Error> {
+                    let mut out = Vec::new();
+                    let entries: Vec<Recorded> = shared
+                        .log
+                        .scan(start)
+                        .take(CHUNK.min((head - start + 1) as usize))
+                        .map(|entry| entry.and_then(Recorded::decode))
+                        .collect::<Result<_, _>>()?;
+                    let roll = shared
+                        .roll
+                        .read()
+                        .expect("the roll lock is never held across a panic");
+                    for recorded in entries {
+                        if filter.matches(&roll, &recorded) {
+                            out.push(recorded);
+                        }
+                    }
+                    Ok(out)
+                })
+                .await;
+                let chunk = match chunk {
+                    Ok(Ok(chunk)) => chunk,
+                    Ok(Err(error)) => {
+                        let _ = sender.send(Err(error)).await;
+                        return;
+                    }
+                    Err(join) => {
+                        let _ = sender
+                            .send(Err(Error::Io(format!(
+                                "the subscription's reader failed: {join}"
+                            ))))
+                            .await;
+                        return;
+                    }
+                };
+                next = (next + CHUNK as u64).min(head + 1);
+                for recorded in chunk {
+                    if *stop.borrow() {
+                        break;
+                    }
+                    if sender.send(Ok(recorded)).await.is_err() {
+                        return;
+                    }
+                }
+                if *stop.borrow() {
+                    break;
+                }
+            }
+            if *stop.borrow() {
+                let _ = sender
+                    .send(Err(Error::Unavailable(
+                        "the server is shutting down; resubscribe from the seq after the last one you received".into(),
+                    )))
+                    .await;
+                return;
+            }
+            tokio::select! {
+                changed = committed.changed() => if changed.is_err() { return },
+                _ = stop.changed() => {}
+                () = sender.closed() => return,
+            }
+        }
+    });
+    receiver
+}
+
+/// Loads the roll: the checkpoint if it matches the log, then the tail. Says which it did.
+pub fn load_roll(log: &Log) -> Result<(Roll, String), Error> {
+    let head = log.head();
+    let (mut roll, from) = match checkpoint::read(log.dir()) {
+        Ok((at, payload)) => {
+            let matches = at.seq <= head.seq
+                && (at.seq == 0 || log.get(at.seq)?.is_some_and(|e| e.hash == at.hash));
+            match (matches, postcard::from_bytes::<Roll>(&payload)) {
+                (true, Ok(roll)) if roll.head() == at.seq => (roll, at.seq),
+                (false, _) => {
+                    tracing::warn!(
+                        checkpoint_seq = at.seq,
+                        "the checkpoint does not match the log; replaying the whole log"
+                    );
+                    (Roll::default(), 0)
+                }
+                (true, _) => {
+                    tracing::warn!("the checkpoint does not decode; replaying the whole log");
+                    (Roll::default(), 0)
+                }
+            }
+        }
+        Err(checkpoint::Unusable::Missing) => (Roll::default(), 0),
+        Err(checkpoint::Unusable::Damaged(why)) => {
+            tracing::warn!(%why, "the checkpoint is damaged; replaying the whole log");
+            (Roll::default(), 0)
+        }
+    };
+    let history = LogHistory(log);
+    for entry in log.scan(from + 1) {
+        let recorded = Recorded::decode(entry?)?;
+        roll.apply(&recorded.event, &history)?;
+    }
+    let how = if from == 0 {
+        format!("replayed {} events", head.seq)
+    } else {
+        format!(
+            "checkpoint at seq {from}, replayed {} events after it",
+            head.seq - from
+        )
+    };
+    Ok((roll, how))
+}
+
+/// Replays the whole log into a fresh roll.
+pub fn replay(log: &Log, progress: &dyn Fn(u64)) -> Result<Roll, Error> {
+    let history = LogHistory(log);
+    let mut roll = Roll::default();
+    for entry in log.scan(1) {
+        let recorded = Recorded::decode(entry?)?;
+        roll.apply(&recorded.event, &history)?;
+        if recorded.event.seq % 10_000 == 0 {
+            progress(recorded.event.seq);
+        }
+    }
+    progress(roll.head());
+    Ok(roll)
+}
+
+/// Writes the roll as the checkpoint at its head.
+pub fn write_checkpoint(log: &Log, roll: &Roll) -> Result<Head, Error> {
+    let seq = roll.head();
+    let hash = if seq == 0 {
+        GENESIS
+    } else {
+        log.get(seq)?
+            .map(|e| e.hash)
+            .ok_or_else(|| Error::Corrupt(format!("the roll is at seq {seq}, beyond the log")))?
+    };
+    let payload = postcard::to_stdvec(roll)
+        .map_err(|e| Error::Io(format!("cannot encode the checkpoint: {e}")))?;
+    let head = Head { seq, hash };
+    checkpoint::write(log.dir(), head, &payload)?;
+    Ok(head)
+}
+
+/// What `rollstore verify` found.
+#[derive(Debug, Clone)]
+pub struct StoreReport {
+    pub chain: ChainReport,
+    /// How the roll the server would use was loaded (checkpoint and tail, or a replay).
+    pub loaded: String,
+    /// Where the loaded roll differs from a replay of the whole log, if it does.
+    pub projection_mismatch: Option<String>,
+}
+
+impl StoreReport {
+    pub fn ok(&self) -> bool {
+        self.chain.broken.is_none() && self.projection_mismatch.is_none()
+    }
+}
+
+/// Checks a stopped store: the chain, and the roll (checkpoint + tail: the stream index and
+/// every projection) against a replay of the whole log.
+pub fn verify_store(dir: &Path, progress: &dyn Fn(&str, u64, u64)) -> Result<StoreReport, Error> {
+    let log = Log::open(dir)?;
+    let head = log.head().seq;
+    let chain = verify_chain(&log, 1, 0, &|seq| progress("chain", seq, head))?;
+    if chain.broken.is_some() {
+        return Ok(StoreReport {
+            chain,
+            loaded: "not loaded: the chain is broken".into(),
+            projection_mismatch: None,
+        });
+    }
+    let (loaded, how) = load_roll(&log)?;
+    let replayed = replay(&log, &|seq| progress("replay", seq, head))?;
+    let projection_mismatch = (loaded != replayed).then(|| {
+        format!(
+            "the loaded roll ({how}) differs from a replay: {} vs {} households, head {} vs {}",
+            loaded.households(),
+            replayed.households(),
+            loaded.head(),
+            replayed.head()
+        )
+    });
+    Ok(StoreReport {
+        chain,
+        loaded: how,
+        projection_mismatch,
+    })
+}
+
+/// Drops the checkpoint, replays the whole log, and writes a new checkpoint.
+pub fn rebuild_store(dir: &Path, progress: &dyn Fn(u64, u64)) -> Result<Head, Error> {
+    let log = Log::open(dir)?;
+    let head = log.head().seq;
+    checkpoint::remove(dir)?;
+    let roll = replay(&log, &|seq| progress(seq, head))?;
+    write_checkpoint(&log, &roll)
+}
+
+/// One line of an export: an event's position, its hash, and its exact body.
+#[derive(Debug, Serialize, Deserialize)]
+struct ExportLine {
+    seq: u64,
+    hash: String,
+    /// The body, as the UTF-8 text it is (serde_json's encoding of the event).
+    body: String,
+}
+
+/// Writes every event, one JSON line each, with its body and hash. Returns the head.
+pub fn export(dir: &Path, out: &mut dyn Write, progress: &dyn Fn(u64, u64)) -> Result<Head, Error> {
+    let log = Log::open(dir)?;
+    let head = log.head();
+    for entry in log.scan(1) {
+        let entry = entry?;
+        let body = String::from_utf8(entry.body)
+            .map_err(|_| Error::Corrupt(format!("event {} is not UTF-8 text", entry.seq)))?;
+        let line = ExportLine {
+            seq: entry.seq,
+            hash: hex::encode(entry.hash),
+            body,
+        };
+        serde_json::to_writer(&mut *out, &line)
+            .map_err(|e| Error::Io(format!("cannot write the export: {e}")))?;
+        out.write_all(b"\n")?;
+        if entry.seq % 10_000 == 0 {
+            progress(entry.seq, head.seq);
+        }
+    }
+    out.flush()?;
+    progress(head.seq, head.seq);
+    Ok(head)
+}
+
+/// Imports an export into an empty store, re-verifying the chain line by line; a broken file is
+/// refused with its line number and nothing is kept. Returns the head.
+pub fn import(dir: &Path, input: &mut dyn BufRead, progress: &dyn Fn(u64)) -> Result<Head, Error> {
+    const BATCH: usize = 10_000;
+    // Only into a new directory: a refused import then removes all it made.
+    if std::fs::read_dir(dir).is_ok_and(|mut entries| entries.next().is_some()) {
+        return Err(Error::invalid(
+            "data",
+            format!(
+                "{} is not empty; import only into a new or empty directory",
+                dir.display()
+            ),
+        ));
+    }
+    let log = Log::open(dir)?;
+    let mut previous = GENESIS;
+    let mut pending: Vec<(Vec<u8>, [u8; 32])> = Vec::new();
+    let flush = |pending: &mut Vec<(Vec<u8>, [u8; 32])>| -> Result<(), Error> {
+        let bodies: Vec<Vec<u8>> = pending.iter().map(|(b, _)| b.clone()).collect();
+        let positions = log.append(&bodies)?;
+        for (position, (_, hash)) in positions.iter().zip(pending.iter()) {
+            if &position.hash != hash {
+                return Err(Error::Corrupt(format!(
+                    "event {} re-hashed differently",
+                    position.seq
+                )));
+            }
+        }
+        pending.clear();
+        Ok(())
+    };
+    let mut line_number = 0u64;
+    let mut text = String::new();
+    let broken = |line: u64, why: String| Error::invalid(format!("line {line}"), why);
+    let result = (|| -> Result<Head, Error> {
+        loop {
+            text.clear();
+            if input.read_line(&mut text)? == 0 {
+                break;
+            }
+            line_number += 1;
+            if text.trim().is_empty() {
+                continue;
+            }
+            let line: ExportLine = serde_json::from_str(&text)
+                .map_err(|e| broken(line_number, format!("not an export line: {e}")))?;
+            let expected_seq = line_number;
+            if line.seq != expected_seq {
+                return Err(broken(
+                    line_number,
+                    format!("seq {} where {expected_seq} was expected", line.seq),
+                ));
+            }
+            let mut hash = GENESIS;
+            hex::decode_to_slice(&line.hash, &mut hash)
+                .map_err(|_| broken(line_number, "the hash is not 64 hex digits".into()))?;
+            let body = line.body.into_bytes();
+            if chain(&previous, &body) != hash {
+                return Err(broken(
+                    line_number,
+                    format!(
+                        "event {} does not verify: its hash is not SHA-256(previous hash ‖ body)",
+                        line.seq
+                    ),
+                ));
+            }
+            Recorded::decode(crate::store::Entry {
+                seq: line.seq,
+                hash,
+                body: body.clone(),
+            })
+            .map_err(|e| broken(line_number, e.to_string()))?;
+            previous = hash;
+            pending.push((body, hash));
+            if pending.len() == BATCH {
+                flush(&mut pending)?;
+                progress(line_number);
+            }
+        }
+        flush(&mut pending)?;
+        progress(line_number);
+        Ok(log.head())
+    })();
+    match result {
+        Ok(head) => {
+            let roll = replay(&log, &|_| {})?;
+            write_checkpoint(&log, &roll)?;
+            Ok(head)
+        }
+        Err(error) => {
+            drop(log);
+            // Nothing of a refused file is kept: the store was empty, so empty it again.
+            let _ = std::fs::remove_dir_all(dir);
+            Err(error)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every type a roll holds must survive the checkpoint's encoding, which does not describe
+    /// itself: a field that serde skips when empty would not decode.
+    #[test]
+    fn a_full_roll_survives_the_checkpoint_encoding() {
+        let data = crate::demo::baota::generate(3);
+        let history_events: std::cell::RefCell<Vec<crate::domain::Event>> = Default::default();
+        struct Events<'a>(&'a std::cell::RefCell<Vec<crate::domain::Event>>);
+        impl crate::projection::History for Events<'_> {
+            fn events(&self, seqs: &[u64]) -> Result<Vec<crate::domain::Event>, Error> {
+                let events = self.0.borrow();
+                Ok(seqs
+                    .iter()
+                    .map(|s| events[*s as usize - 1].clone())
+                    .collect())
+            }
+        }
+        let mut roll = Roll::default();
+        let mut versions = std::collections::HashMap::new();
+        for command in data.commands.iter().take(3_000) {
+            let version = versions.entry(command.household_id.clone()).or_insert(0u64);
+            *version += 1;
+            let event = crate::domain::Event {
+                seq: roll.head() + 1,
+                household_id: command.household_id.clone(),
+                version: *version,
+                effective_date: command.effective_date,
+                recorded_at: chrono::Utc::now(),
+                actor: "test".into(),
+                document_ref: command.document_ref.clone(),
+                request_id: command.request_id.clone(),
+                change: command.change.clone(),
+            };
+            history_events.borrow_mut().push(event.clone());
+            roll.apply(&event, &Events(&history_events)).unwrap();
+        }
+        let bytes = postcard::to_stdvec(&roll).unwrap();
+        let decoded: Roll = postcard::from_bytes(&bytes).unwrap();
+        assert_eq!(decoded, roll);
+    }
+}

@@ -1,0 +1,125 @@
+//! Checkpoint files: a snapshot of derived data, tied to the log position it was taken at.
+//!
+//! ```text
+//!   roll.checkpoint  =  "RSCKPT01" ‖ seq (u64 BE) ‖ hash(seq) (32) ‖ len (u64 BE)
+//!                       ‖ SHA-256(payload) (32) ‖ payload (len bytes)
+//! ```
+//!
+//! A checkpoint is written to a temporary file, fsynced, renamed over the old one and the
+//! directory fsynced, so that a crash leaves either the old checkpoint or the new one. It is
+//! only ever a shortcut: the log is the truth, and a checkpoint that is missing, damaged, or
+//! tied to a position whose hash the log does not have is ignored (the caller replays the log).
+//! This module knows bytes, not what the payload means.
+
+use std::fs::{self, File};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use sha2::{Digest, Sha256};
+
+use super::{Hash, Head, GENESIS};
+use crate::error::Error;
+
+const MAGIC: &[u8; 8] = b"RSCKPT01";
+const FILE: &str = "roll.checkpoint";
+const HEADER: usize = 8 + 8 + 32 + 8 + 32;
+
+fn path(dir: &Path) -> PathBuf {
+    dir.join(FILE)
+}
+
+/// Writes `payload` as the checkpoint at `head`, atomically and durably.
+pub fn write(dir: &Path, head: Head, payload: &[u8]) -> Result<(), Error> {
+    let io = |what: &str, e: std::io::Error| Error::Io(format!("checkpoint: {what}: {e}"));
+    let temporary = dir.join(format!("{FILE}.tmp"));
+    let mut file = File::create(&temporary).map_err(|e| io("create", e))?;
+    let digest: Hash = Sha256::digest(payload).into();
+    let mut header = Vec::with_capacity(HEADER);
+    header.extend_from_slice(MAGIC);
+    header.extend_from_slice(&head.seq.to_be_bytes());
+    header.extend_from_slice(&head.hash);
+    header.extend_from_slice(&(payload.len() as u64).to_be_bytes());
+    header.extend_from_slice(&digest);
+    file.write_all(&header).map_err(|e| io("write", e))?;
+    file.write_all(payload).map_err(|e| io("write", e))?;
+    file.sync_all().map_err(|e| io("fsync", e))?;
+    drop(file);
+    fs::rename(&temporary, path(dir)).map_err(|e| io("rename", e))?;
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| io("fsync the directory", e))
+}
+
+/// Why a checkpoint file was not used.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Unusable {
+    Missing,
+    Damaged(String),
+}
+
+/// Reads the checkpoint: its position and payload, checked against its own digest.
+pub fn read(dir: &Path) -> Result<(Head, Vec<u8>), Unusable> {
+    let bytes = match fs::read(path(dir)) {
+        Ok(bytes) => bytes,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(Unusable::Missing),
+        Err(e) => return Err(Unusable::Damaged(format!("cannot read it: {e}"))),
+    };
+    let damaged = |why: &str| Unusable::Damaged(why.to_owned());
+    if bytes.len() < HEADER || &bytes[..8] != MAGIC {
+        return Err(damaged("it does not start with a checkpoint header"));
+    }
+    let u64_at = |at: usize| {
+        let mut b = [0u8; 8];
+        b.copy_from_slice(&bytes[at..at + 8]);
+        u64::from_be_bytes(b)
+    };
+    let seq = u64_at(8);
+    let mut hash = GENESIS;
+    hash.copy_from_slice(&bytes[16..48]);
+    let len = u64_at(48);
+    let payload = &bytes[HEADER..];
+    if payload.len() as u64 != len {
+        return Err(damaged("it is truncated"));
+    }
+    let digest: Hash = Sha256::digest(payload).into();
+    if digest[..] != bytes[56..88] {
+        return Err(damaged("its payload does not match its digest"));
+    }
+    Ok((Head { seq, hash }, payload.to_vec()))
+}
+
+/// Removes the checkpoint, if there is one.
+pub fn remove(dir: &Path) -> Result<(), Error> {
+    match fs::remove_file(path(dir)) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(Error::Io(format!("cannot remove the checkpoint: {e}"))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trip_and_damage() {
+        let dir = tempfile::tempdir().unwrap();
+        assert_eq!(read(dir.path()), Err(Unusable::Missing));
+        let head = Head {
+            seq: 42,
+            hash: [7; 32],
+        };
+        write(dir.path(), head, b"payload").unwrap();
+        assert_eq!(read(dir.path()), Ok((head, b"payload".to_vec())));
+        let file = path(dir.path());
+        let mut bytes = fs::read(&file).unwrap();
+        let last = bytes.len() - 1;
+        bytes[last] ^= 1;
+        fs::write(&file, &bytes).unwrap();
+        assert!(matches!(read(dir.path()), Err(Unusable::Damaged(_))));
+        fs::write(&file, &bytes[..20]).unwrap();
+        assert!(matches!(read(dir.path()), Err(Unusable::Damaged(_))));
+        remove(dir.path()).unwrap();
+        assert_eq!(read(dir.path()), Err(Unusable::Missing));
+    }
+}
