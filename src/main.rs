@@ -61,6 +61,37 @@ enum Command {
     },
     /// Drop the projections of a stopped store and rebuild them from the log.
     Rebuild(DataArgs),
+    /// Load a running server with valid commands from many concurrent clients, and report
+    /// events/s, requests/s and latency percentiles (HDR histogram).
+    Bench(BenchArgs),
+}
+
+#[derive(Args)]
+struct BenchArgs {
+    /// The server to load.
+    #[arg(long, default_value = "127.0.0.1:50051")]
+    address: String,
+    /// Concurrent clients, each on its own connection.
+    #[arg(long, default_value_t = 32)]
+    concurrency: usize,
+    /// Events per request: 1 sends Identify/Adjust/Exit/Relapse, more sends AppendBatch.
+    #[arg(long, default_value_t = 1)]
+    batch: usize,
+    /// How long to run, in seconds.
+    #[arg(long, default_value_t = 10.0)]
+    seconds: f64,
+    /// Stop after this many requests in all (if it comes before --seconds).
+    #[arg(long)]
+    requests: Option<u64>,
+    /// Which commands to send.
+    #[arg(long, value_enum, default_value_t = rollstore::loadgen::Mix::Identify)]
+    mix: rollstore::loadgen::Mix,
+    /// Also write the report as JSON to this file.
+    #[arg(long)]
+    json: Option<PathBuf>,
+    /// The random seed of the command mix.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
 }
 
 #[derive(Args)]
@@ -286,6 +317,7 @@ fn main() -> ExitCode {
         Command::Export { data, out } => export(data, out),
         Command::Import { data, input } => import(data, input),
         Command::Rebuild(args) => rebuild(args),
+        Command::Bench(args) => runtime.block_on(bench(args)),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -395,6 +427,36 @@ async fn demo(args: DemoArgs) -> Result<(), String> {
         .await
         .map_err(|e| format!("the server task failed: {e}"))?
         .map_err(|e| e.to_string())?;
+    Ok(())
+}
+
+async fn bench(args: BenchArgs) -> Result<(), String> {
+    if args.concurrency == 0 || !(args.seconds > 0.0) {
+        return Err("--concurrency and --seconds must be positive".into());
+    }
+    let run = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as u32)
+        .unwrap_or(0);
+    let report = rollstore::loadgen::run(rollstore::loadgen::Options {
+        address: args.address,
+        concurrency: args.concurrency,
+        batch: args.batch.max(1),
+        duration: std::time::Duration::from_secs_f64(args.seconds),
+        requests: args.requests,
+        mix: args.mix,
+        run,
+        seed: args.seed,
+    })
+    .await?;
+    println!("{}", report.table());
+    if let Some(path) = args.json {
+        let json = serde_json::to_string_pretty(&report).map_err(|e| e.to_string())?;
+        std::fs::write(&path, json).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+    }
+    if report.errors > 0 {
+        return Err(format!("{} requests failed", report.errors));
+    }
     Ok(())
 }
 

@@ -1,0 +1,441 @@
+//! The load generator behind `rollstore bench`: many concurrent gRPC clients sending valid
+//! register commands to a running server, with latencies in an HDR histogram.
+//!
+//! ```text
+//!   worker 0 ─┐  own households (ids LG<run>-0-n), own ID-number space, Zipf-skewed picks
+//!   worker 1 ─┼──▶ Identify (1 event per request) or AppendBatch (N per request) ──▶ server
+//!   …        ─┘  each request timed; errors counted, never retried
+//! ```
+//!
+//! Each worker keeps the state of its own households, so that every command it sends is one
+//! the rules accept (an exit only of a household on the roll, in a later year than its
+//! identification; a relapse only after an exit). Workers never touch each other's households,
+//! so there are no conflicts, only load. A client of the API only: it knows nothing of the
+//! store's insides.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use chrono::NaiveDate;
+use hdrhistogram::Histogram;
+use rand::{RngExt, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use rand_distr::{Distribution, Zipf};
+use serde::Serialize;
+use tonic::transport::Channel;
+
+use crate::api::convert;
+use crate::domain::{
+    Adjustment, Attribute, Cause, Change, Command, Date, ExitChecklist, ExitReason, ExitRecord,
+    Health, HouseholdId, IdNumber, Identification, Labor, Measure, MeasureKind, Member, Monitoring,
+    RegionCode, RelapseRecord, Relation, Schooling,
+};
+use crate::pb;
+
+/// Which commands the generator sends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Mix {
+    /// Identifications of new households only.
+    Identify,
+    /// Identify 40%, adjust 30%, exit 20%, relapse 10%, over a Zipf-skewed population.
+    Mixed,
+}
+
+/// How to load the server.
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub address: String,
+    pub concurrency: usize,
+    /// Events per request: 1 sends single RPCs, more sends `AppendBatch`.
+    pub batch: usize,
+    pub duration: Duration,
+    /// Stop after this many requests in all (whichever of this and `duration` comes first).
+    pub requests: Option<u64>,
+    pub mix: Mix,
+    /// Distinguishes this run's households from earlier runs' on the same server.
+    pub run: u32,
+    pub seed: u64,
+}
+
+/// What a run measured.
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    pub concurrency: usize,
+    pub batch: usize,
+    pub mix: Mix,
+    pub requests: u64,
+    pub events: u64,
+    pub errors: u64,
+    pub seconds: f64,
+    pub events_per_second: f64,
+    pub requests_per_second: f64,
+    /// Request latency in milliseconds.
+    pub latency_ms: Latency,
+    /// The first error seen, if any.
+    pub first_error: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Latency {
+    pub p50: f64,
+    pub p90: f64,
+    pub p99: f64,
+    pub p999: f64,
+    pub max: f64,
+}
+
+impl Report {
+    /// A human-readable table.
+    pub fn table(&self) -> String {
+        format!(
+            "concurrency {}  batch {}  mix {:?}\n\
+             requests  {:>10}   ({:.0}/s)\n\
+             events    {:>10}   ({:.0}/s)\n\
+             errors    {:>10}\n\
+             seconds   {:>10.2}\n\
+             latency   p50 {:.2} ms   p90 {:.2} ms   p99 {:.2} ms   p999 {:.2} ms   max {:.2} ms{}",
+            self.concurrency,
+            self.batch,
+            self.mix,
+            self.requests,
+            self.requests_per_second,
+            self.events,
+            self.events_per_second,
+            self.errors,
+            self.seconds,
+            self.latency_ms.p50,
+            self.latency_ms.p90,
+            self.latency_ms.p99,
+            self.latency_ms.p999,
+            self.latency_ms.max,
+            self.first_error
+                .as_ref()
+                .map(|e| format!("\nfirst error: {e}"))
+                .unwrap_or_default()
+        )
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stage {
+    OnRoll,
+    Exited,
+}
+
+/// One of a worker's households, as the worker knows it.
+struct Known {
+    id: HouseholdId,
+    stage: Stage,
+    /// Exits so far: each exit and relapse moves a year on.
+    cycle: i32,
+    last: Date,
+}
+
+fn day(year: i32, month: u32, d: u32) -> Date {
+    NaiveDate::from_ymd_opt(year, month, d).expect("load dates are valid")
+}
+
+/// One worker's command source.
+struct Source {
+    worker: usize,
+    run: u32,
+    rng: ChaCha8Rng,
+    mix: Mix,
+    households: Vec<Known>,
+    people: u64,
+    area: u32,
+    region: RegionCode,
+}
+
+impl Source {
+    fn new(options: &Options, worker: usize) -> Self {
+        let mut rng =
+            ChaCha8Rng::seed_from_u64(options.seed ^ (worker as u64).wrapping_mul(0x9e37_79b9));
+        // A separate 6-digit area code per run and worker keeps ID numbers apart.
+        let area = 110_000
+            + (options
+                .run
+                .wrapping_mul(131)
+                .wrapping_add(worker as u32 * 7919))
+                % 880_000;
+        let village = rng.random_range(1..=999u64);
+        let region = RegionCode::parse(&format!(
+            "61{:04}{:03}{:03}",
+            600 + worker % 100,
+            100 + worker % 20,
+            village
+        ))
+        .expect("generated region codes are valid");
+        Self {
+            worker,
+            run: options.run,
+            rng,
+            mix: options.mix,
+            households: Vec::new(),
+            people: 0,
+            area,
+            region,
+        }
+    }
+
+    fn person(&mut self, relation: Relation) -> Member {
+        let n = self.people;
+        self.people += 1;
+        let birth = day(1950, 1, 1) + chrono::Days::new(n / 999 % 20_000);
+        let id = IdNumber::from_parts(self.area, birth, (n % 999 + 1) as u16)
+            .expect("generated IDs are valid");
+        Member {
+            id_number: id,
+            name: format!("测试{n}"),
+            relation,
+            health: Health::Healthy,
+            labor: Labor::Ordinary,
+            schooling: Schooling::Junior,
+        }
+    }
+
+    fn command(&self, id: &HouseholdId, on: Date, change: Change) -> Command {
+        Command {
+            household_id: id.clone(),
+            effective_date: on,
+            document_ref: "压测〔2026〕1号".into(),
+            expected_version: None,
+            request_id: None,
+            change,
+        }
+    }
+
+    fn identify(&mut self) -> Command {
+        let id = HouseholdId::parse(&format!(
+            "LG{}-{}-{}",
+            self.run,
+            self.worker,
+            self.households.len()
+        ))
+        .expect("generated household ids are valid");
+        let size = self.rng.random_range(1..=4);
+        let members: Vec<Member> = (0..size)
+            .map(|i| {
+                self.person(if i == 0 {
+                    Relation::Head
+                } else {
+                    Relation::Child
+                })
+            })
+            .collect();
+        let on = day(2016, 3, 1);
+        let command = self.command(
+            &id,
+            on,
+            Change::Identify(Identification {
+                region_code: self.region,
+                head_id: members[0].id_number.clone(),
+                members,
+                attribute: Attribute::General,
+                primary_cause: Cause::LackOfFunds,
+                other_causes: Vec::new(),
+                income_per_capita: 2100,
+                safety_net: false,
+                monitoring: Monitoring::NotMonitored,
+                helper: None,
+                measures: Vec::new(),
+                assessment: None,
+                procedure: None,
+            }),
+        );
+        self.households.push(Known {
+            id,
+            stage: Stage::OnRoll,
+            cycle: 0,
+            last: on,
+        });
+        command
+    }
+
+    fn next(&mut self, zipf: &Option<Zipf<f64>>) -> Command {
+        let roll = self.rng.random_range(0..100);
+        if self.mix == Mix::Identify || self.households.len() < 64 || roll < 40 {
+            return self.identify();
+        }
+        // Zipf over the households, newest most likely: a skewed, realistic population.
+        let rank = match zipf {
+            Some(zipf) => zipf.sample(&mut self.rng) as usize,
+            None => 1,
+        };
+        let index = self
+            .households
+            .len()
+            .saturating_sub(rank.clamp(1, self.households.len()));
+        let (id, stage, cycle, last) = {
+            let h = &self.households[index];
+            (h.id.clone(), h.stage, h.cycle, h.last)
+        };
+        let year = 2017 + cycle;
+        let command = match (stage, roll) {
+            (Stage::OnRoll, 70..=89) if year <= 2025 => {
+                let on = day(year, 11, 20);
+                self.households[index].stage = Stage::Exited;
+                self.households[index].last = on;
+                self.command(
+                    &id,
+                    on,
+                    Change::Exit(ExitRecord {
+                        reason: ExitReason::LiftedOut,
+                        checklist: Some(ExitChecklist {
+                            food_and_clothing: true,
+                            compulsory_education: true,
+                            basic_medical_care: true,
+                            safe_housing: true,
+                            safe_drinking_water: true,
+                        }),
+                        income_per_capita: Some(9000),
+                        procedure: None,
+                        note: String::new(),
+                    }),
+                )
+            }
+            (Stage::Exited, 90..) if year < 2025 => {
+                let on = day(year + 1, 5, 1);
+                let h = &mut self.households[index];
+                h.stage = Stage::OnRoll;
+                h.cycle += 1;
+                h.last = on;
+                self.command(
+                    &id,
+                    on,
+                    Change::Relapse(RelapseRecord {
+                        primary_cause: Cause::Illness,
+                        income_per_capita: Some(2000),
+                        note: String::new(),
+                    }),
+                )
+            }
+            _ => {
+                let income = self.rng.random_range(2000..9000);
+                self.command(
+                    &id,
+                    last,
+                    Change::Adjust(Adjustment {
+                        income_per_capita: Some(income),
+                        measures: vec![Measure {
+                            year: last.format("%Y").to_string().parse().unwrap_or(2016),
+                            kind: MeasureKind::Industry,
+                            note: String::new(),
+                        }],
+                        ..Adjustment::default()
+                    }),
+                )
+            }
+        };
+        command
+    }
+}
+
+/// Runs the load and reports what it measured.
+pub async fn run(options: Options) -> Result<Report, String> {
+    let endpoint = format!("http://{}", options.address);
+    let budget = Arc::new(AtomicU64::new(options.requests.unwrap_or(u64::MAX)));
+    let started = Instant::now();
+    let deadline = started + options.duration;
+    let mut workers = Vec::new();
+    for worker in 0..options.concurrency {
+        let channel = Channel::from_shared(endpoint.clone())
+            .map_err(|e| e.to_string())?
+            .connect()
+            .await
+            .map_err(|e| format!("cannot connect to {}: {e}", options.address))?;
+        let options = options.clone();
+        let budget = budget.clone();
+        workers.push(tokio::spawn(async move {
+            let mut client = pb::registry_client::RegistryClient::new(channel)
+                .max_decoding_message_size(crate::api::MAX_MESSAGE_BYTES)
+                .max_encoding_message_size(crate::api::MAX_MESSAGE_BYTES);
+            let mut source = Source::new(&options, worker);
+            let zipf = Zipf::new(1_000_000.0, 1.1).ok();
+            let mut histogram = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)
+                .expect("the histogram bounds are valid");
+            let (mut requests, mut events, mut errors) = (0u64, 0u64, 0u64);
+            let mut first_error = None;
+            while Instant::now() < deadline
+                && budget
+                    .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |b| b.checked_sub(1))
+                    .is_ok()
+            {
+                let sent = Instant::now();
+                let result = if options.batch <= 1 {
+                    let command = source.next(&zipf);
+                    send_one(&mut client, &command).await.map(|()| 1)
+                } else {
+                    let commands: Vec<pb::Command> = (0..options.batch)
+                        .map(|_| convert::command_message(&source.next(&zipf)))
+                        .collect();
+                    client
+                        .append_batch(pb::AppendBatchRequest { commands })
+                        .await
+                        .map(|r| r.into_inner().receipts.len() as u64)
+                };
+                let micros = sent.elapsed().as_micros() as u64;
+                let _ = histogram.record(micros.max(1));
+                requests += 1;
+                match result {
+                    Ok(n) => events += n,
+                    Err(status) => {
+                        errors += 1;
+                        first_error.get_or_insert_with(|| status.to_string());
+                    }
+                }
+            }
+            (histogram, requests, events, errors, first_error)
+        }));
+    }
+    let mut histogram = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("valid bounds");
+    let (mut requests, mut events, mut errors, mut first_error) = (0, 0, 0, None);
+    for worker in workers {
+        let (h, r, e, x, f) = worker.await.map_err(|e| format!("a worker failed: {e}"))?;
+        histogram.add(&h).map_err(|e| e.to_string())?;
+        requests += r;
+        events += e;
+        errors += x;
+        if first_error.is_none() {
+            first_error = f;
+        }
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    let ms = |q: f64| histogram.value_at_quantile(q) as f64 / 1000.0;
+    Ok(Report {
+        concurrency: options.concurrency,
+        batch: options.batch.max(1),
+        mix: options.mix,
+        requests,
+        events,
+        errors,
+        seconds,
+        events_per_second: events as f64 / seconds,
+        requests_per_second: requests as f64 / seconds,
+        latency_ms: Latency {
+            p50: ms(0.5),
+            p90: ms(0.9),
+            p99: ms(0.99),
+            p999: ms(0.999),
+            max: histogram.max() as f64 / 1000.0,
+        },
+        first_error,
+    })
+}
+
+async fn send_one(
+    client: &mut pb::registry_client::RegistryClient<Channel>,
+    command: &Command,
+) -> Result<(), tonic::Status> {
+    use pb::command::Command as Kind;
+    match convert::command_message(command).command {
+        Some(Kind::Identify(r)) => client.identify(r).await.map(|_| ()),
+        Some(Kind::Adjust(r)) => client.adjust(r).await.map(|_| ()),
+        Some(Kind::Exit(r)) => client.exit(r).await.map(|_| ()),
+        Some(Kind::Relapse(r)) => client.relapse(r).await.map(|_| ()),
+        Some(Kind::Correct(r)) => client.correct(r).await.map(|_| ()),
+        None => Ok(()),
+    }
+}
