@@ -18,7 +18,11 @@ fn append(c: &mut Criterion) {
         let bodies: Vec<Vec<u8>> = (0..size).map(body).collect();
         group.throughput(Throughput::Elements(size as u64));
         group.bench_function(format!("{size}_per_commit"), |b| {
-            b.iter_batched(|| bodies.clone(), |bodies| log.append(&bodies).unwrap(), BatchSize::SmallInput)
+            b.iter_batched(
+                || bodies.clone(),
+                |bodies| log.append(&bodies).unwrap(),
+                BatchSize::SmallInput,
+            )
         });
     }
     group.finish();

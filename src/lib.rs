@@ -11,6 +11,7 @@ pub mod app;
 pub mod demo;
 pub mod domain;
 pub mod error;
+pub mod fuzzing;
 pub mod loadgen;
 pub mod projection;
 pub mod store;

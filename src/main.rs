@@ -251,6 +251,37 @@ struct ServeArgs {
     listen: SocketAddr,
     #[command(flatten)]
     policy: PolicyArgs,
+    #[command(flatten)]
+    limits: LimitArgs,
+}
+
+/// What the server accepts; each refusal names the limit it hit.
+#[derive(Args)]
+struct LimitArgs {
+    /// The largest request message, in bytes (larger: RESOURCE_EXHAUSTED).
+    #[arg(long, default_value_t = 32 * 1024 * 1024)]
+    max_request_bytes: usize,
+    /// The most commands in one AppendBatch (more: RESOURCE_EXHAUSTED).
+    #[arg(long, default_value_t = 10_000)]
+    max_batch: usize,
+    /// The most members a household may have (more: INVALID_ARGUMENT).
+    #[arg(long, default_value_t = 30)]
+    max_members: usize,
+    /// The longest free-text field (names, notes, document references), in characters.
+    #[arg(long, default_value_t = 500)]
+    max_text: usize,
+    /// The most server streams (subscriptions, rosters, log reads) open at once.
+    #[arg(long, default_value_t = 1024)]
+    max_streams: usize,
+}
+
+impl LimitArgs {
+    fn api(&self) -> rollstore::api::Limits {
+        rollstore::api::Limits {
+            max_request_bytes: self.max_request_bytes,
+            max_streams: self.max_streams,
+        }
+    }
 }
 
 #[derive(Args)]
@@ -329,8 +360,12 @@ fn main() -> ExitCode {
 }
 
 async fn serve(args: ServeArgs) -> Result<(), String> {
+    let mut policy = args.policy.policy();
+    policy.max_members = args.limits.max_members;
+    policy.max_text_chars = args.limits.max_text;
     let config = Config {
-        policy: args.policy.policy(),
+        policy,
+        max_batch: args.limits.max_batch,
         ..Config::default()
     };
     let started = std::time::Instant::now();
@@ -350,7 +385,7 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
         opened_in_ms = started.elapsed().as_millis() as u64,
         "rollstore is serving"
     );
-    rollstore::api::serve(listener, register, shutdown_signal())
+    rollstore::api::serve_with(listener, register, args.limits.api(), shutdown_signal())
         .await
         .map_err(|e| e.to_string())?;
     tracing::info!("rollstore stopped; every acknowledged write is on disk");
@@ -359,8 +394,8 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
 
 async fn demo(args: DemoArgs) -> Result<(), String> {
     use rollstore::demo;
-    let register = Register::open(&args.data, Config::default())
-        .map_err(|e| format!("cannot open the store in {}: {e}", args.data.display()))?;
+    let register =
+        Register::open(&args.data, Config::default()).map_err(|e| open_failed(&args.data, &e))?;
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .map_err(|e| format!("cannot listen on {}: {e} (is a server already running there? try --listen 127.0.0.1:0)", args.listen))?;
@@ -431,7 +466,7 @@ async fn demo(args: DemoArgs) -> Result<(), String> {
 }
 
 async fn bench(args: BenchArgs) -> Result<(), String> {
-    if args.concurrency == 0 || !(args.seconds > 0.0) {
+    if args.concurrency == 0 || !args.seconds.is_finite() || args.seconds <= 0.0 {
         return Err("--concurrency and --seconds must be positive".into());
     }
     let run = std::time::SystemTime::now()
@@ -458,6 +493,22 @@ async fn bench(args: BenchArgs) -> Result<(), String> {
         return Err(format!("{} requests failed", report.errors));
     }
     Ok(())
+}
+
+/// What to say when a store does not open: what is wrong, and what to do.
+fn open_failed(dir: &std::path::Path, error: &rollstore::Error) -> String {
+    let advice = match error {
+        rollstore::Error::Corrupt(_) => format!(
+            "\n  The stored data is damaged. Run `rollstore verify --data {0}` to find the first bad event;\n  restore from an export with `rollstore import --data NEWDIR --in FILE.jsonl`, or ask for help\n  with the verify output. Nothing was changed.",
+            dir.display()
+        ),
+        rollstore::Error::Io(_) => "\n  Check that the directory exists, is writable, has free space, and that no other\n  rollstore is using it.".to_string(),
+        _ => String::new(),
+    };
+    format!(
+        "cannot open the store in {}: {error}{advice}",
+        dir.display()
+    )
 }
 
 /// Completes on SIGINT (Ctrl-C) or SIGTERM.

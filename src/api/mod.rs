@@ -38,10 +38,65 @@ pub const MAX_PAGE: usize = 10_000;
 pub const DEFAULT_PAGE: usize = 1_000;
 /// Households per streamed message of a roster.
 const ROSTER_CHUNK: usize = 100;
-/// The largest request message the server decodes.
+/// The largest message a client of ours (the demo's loader, the load generator) sends or
+/// accepts; the server's own limit is [`Limits::max_request_bytes`].
 pub const MAX_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
 
+/// What the server accepts from clients.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// The largest request message decoded (larger: `RESOURCE_EXHAUSTED`).
+    pub max_request_bytes: usize,
+    /// The most server streams (subscriptions, rosters, log reads, diffs) open at once
+    /// (more: `RESOURCE_EXHAUSTED`). Each buffers a bounded number of messages.
+    pub max_streams: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_request_bytes: 32 * 1024 * 1024,
+            max_streams: 1024,
+        }
+    }
+}
+
+/// tonic answers an oversized request with OUT_OF_RANGE; gRPC's convention (and this API's) is
+/// RESOURCE_EXHAUSTED, with the limit named.
+fn oversized_is_resource_exhausted<B>(mut response: http::Response<B>) -> http::Response<B> {
+    let headers = response.headers_mut();
+    let oversized = headers.get("grpc-status").is_some_and(|v| v == "11")
+        && headers
+            .get("grpc-message")
+            .and_then(|m| m.to_str().ok())
+            .is_some_and(|m| {
+                m.contains("message%20length%20too%20large")
+                    || m.contains("message length too large")
+            });
+    if oversized {
+        headers.insert("grpc-status", http::HeaderValue::from_static("8"));
+        headers.insert(
+            "grpc-message",
+            http::HeaderValue::from_static(
+                "the request is larger than the server accepts (max_request_bytes); send fewer commands per batch",
+            ),
+        );
+    }
+    response
+}
+
 type ResponseStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
+
+/// A response stream that holds a stream permit until it is dropped (finished or cancelled).
+fn holding<T: 'static>(
+    permit: tokio::sync::OwnedSemaphorePermit,
+    stream: impl Stream<Item = Result<T, Status>> + Send + 'static,
+) -> ResponseStream<T> {
+    Box::pin(stream.map(move |item| {
+        let _held = &permit;
+        item
+    }))
+}
 
 /// Serves the register on `listener` until `shutdown` completes, then stops accepting, lets
 /// in-flight calls finish, and closes the register (its last commit is durable when this
@@ -49,6 +104,16 @@ type ResponseStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
 pub async fn serve(
     listener: TcpListener,
     register: Register,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), Error> {
+    serve_with(listener, register, Limits::default(), shutdown).await
+}
+
+/// [`serve`], with limits.
+pub async fn serve_with(
+    listener: TcpListener,
+    register: Register,
+    limits: Limits,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), Error> {
     let (health, health_service) = tonic_health::server::health_reporter();
@@ -67,6 +132,8 @@ pub async fn serve(
         .map_err(|e| Error::Io(format!("cannot build the reflection service: {e}")))?;
     let api = Api {
         register: register.clone(),
+        streams: std::sync::Arc::new(tokio::sync::Semaphore::new(limits.max_streams)),
+        limits,
     };
     // Streams must end before tonic can finish its graceful shutdown: tell the register first.
     let stopper = register.clone();
@@ -74,13 +141,17 @@ pub async fn serve(
         shutdown.await;
         stopper.begin_shutdown();
     };
+    let max = limits.max_request_bytes;
     let result = tonic::transport::Server::builder()
+        .layer(tower::util::MapResponseLayer::new(
+            oversized_is_resource_exhausted,
+        ))
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
-        .add_service(RegistryServer::new(api.clone()).max_decoding_message_size(MAX_MESSAGE_BYTES))
-        .add_service(RollsServer::new(api.clone()).max_decoding_message_size(MAX_MESSAGE_BYTES))
-        .add_service(AuditLogServer::new(api).max_decoding_message_size(MAX_MESSAGE_BYTES))
+        .add_service(RegistryServer::new(api.clone()).max_decoding_message_size(max))
+        .add_service(RollsServer::new(api.clone()).max_decoding_message_size(max))
+        .add_service(AuditLogServer::new(api).max_decoding_message_size(max))
         .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
         .await
         .map_err(|e| Error::Io(format!("the gRPC server failed: {e}")));
@@ -92,9 +163,23 @@ pub async fn serve(
 #[derive(Clone)]
 pub struct Api {
     register: Register,
+    limits: Limits,
+    /// One permit per open server stream.
+    streams: std::sync::Arc<tokio::sync::Semaphore>,
 }
 
 impl Api {
+    /// A permit for one more server stream, or `RESOURCE_EXHAUSTED` naming the limit.
+    fn stream_permit(&self) -> Result<tokio::sync::OwnedSemaphorePermit, Status> {
+        self.streams.clone().try_acquire_owned().map_err(|_| {
+            Error::TooLarge(format!(
+                "the server has {} streams open, its limit (max_streams); close one or retry later",
+                self.limits.max_streams
+            ))
+            .into()
+        })
+    }
+
     /// Appends a parsed write. (Parsing happens before the first await, so the request need
     /// not cross threads.)
     async fn write(&self, command: Result<Command, Error>) -> Result<Option<pb::Receipt>, Status> {
@@ -305,9 +390,10 @@ impl Rolls for Api {
                 known_at_seq,
             }),
         }
-        Ok(Response::new(Box::pin(tokio_stream::iter(
-            messages.into_iter().map(Ok),
-        ))))
+        Ok(Response::new(holding(
+            self.stream_permit()?,
+            tokio_stream::iter(messages.into_iter().map(Ok)),
+        )))
     }
 
     async fn get_stats(
@@ -348,9 +434,10 @@ impl Rolls for Api {
                 to_known_at_seq,
             });
         }
-        Ok(Response::new(Box::pin(tokio_stream::iter(
-            messages.into_iter().map(Ok),
-        ))))
+        Ok(Response::new(holding(
+            self.stream_permit()?,
+            tokio_stream::iter(messages.into_iter().map(Ok)),
+        )))
     }
 
     async fn get_flows(
@@ -415,6 +502,7 @@ impl AuditLog for Api {
             };
             kinds.insert(kind);
         }
+        let permit = self.stream_permit()?;
         let receiver = self
             .register
             .subscribe(request.from_seq, audit::Filter { region, kinds });
@@ -424,7 +512,7 @@ impl AuditLog for Api {
             })
             .map_err(Status::from)
         });
-        Ok(Response::new(Box::pin(stream)))
+        Ok(Response::new(holding(permit, stream)))
     }
 
     async fn verify_chain(
@@ -454,15 +542,17 @@ impl AuditLog for Api {
         request: Request<pb::ReadEventsRequest>,
     ) -> Result<Response<Self::ReadEventsStream>, Status> {
         let request = request.into_inner();
+        let permit = self.stream_permit()?;
         let events = self
             .register
             .events(request.from_seq.max(1), page_size(request.limit))?;
-        Ok(Response::new(Box::pin(tokio_stream::iter(
-            events.into_iter().map(|recorded| {
+        Ok(Response::new(holding(
+            permit,
+            tokio_stream::iter(events.into_iter().map(|recorded| {
                 Ok(pb::ReadEventsResponse {
                     event: Some(convert::event(&recorded)),
                 })
-            }),
-        ))))
+            })),
+        )))
     }
 }

@@ -32,9 +32,10 @@ pub fn hid(text: &str) -> HouseholdId {
     HouseholdId::parse(text).expect("test household ids are valid")
 }
 
-/// Person number `n`: a valid ID number, distinct for every `n`, born in 1960 plus `n` days.
+/// Person number `n`: a valid ID number, distinct for every `n` below 30 million (a thousand
+/// people born on each day from 1930 on).
 pub fn person(n: u32) -> IdNumber {
-    let birth = date("1960-01-01") + chrono::Days::new(u64::from(n % 20_000));
+    let birth = date("1930-01-01") + chrono::Days::new(u64::from(n / 1000));
     IdNumber::from_parts(610602, birth, (n % 1000) as u16).expect("fixture IDs are valid")
 }
 
@@ -182,15 +183,28 @@ impl TestServer {
     }
 
     pub async fn start_with(dir: tempfile::TempDir, config: Config) -> Self {
+        Self::start_limited(dir, config, rollstore::api::Limits::default()).await
+    }
+
+    pub async fn start_limited(
+        dir: tempfile::TempDir,
+        config: Config,
+        limits: rollstore::api::Limits,
+    ) -> Self {
         let register = Register::open(dir.path(), config).expect("the store opens");
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("a port");
         let address = listener.local_addr().expect("an address");
         let (stop, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(rollstore::api::serve(listener, register, async {
-            let _ = stopped.await;
-        }));
+        let task = tokio::spawn(rollstore::api::serve_with(
+            listener,
+            register,
+            limits,
+            async {
+                let _ = stopped.await;
+            },
+        ));
         Self {
             address,
             dir,

@@ -1,0 +1,158 @@
+//! Resource limits through the real server: each refusal has its code, names its limit, and
+//! appends nothing.
+
+mod common;
+
+use common::*;
+use rollstore::api::Limits;
+use rollstore::app::Config;
+use rollstore::pb;
+use tonic::Code;
+
+async fn limited() -> TestServer {
+    let mut config = Config {
+        max_batch: 50,
+        ..Config::default()
+    };
+    config.policy.max_members = 5;
+    config.policy.max_text_chars = 40;
+    let limits = Limits {
+        max_request_bytes: 64 * 1024,
+        max_streams: 4,
+    };
+    TestServer::start_limited(tempfile::tempdir().unwrap(), config, limits).await
+}
+
+async fn head(server: &TestServer) -> u64 {
+    server
+        .audit()
+        .await
+        .get_head(pb::GetHeadRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+        .seq
+}
+
+#[tokio::test]
+async fn oversized_and_overlong_requests_name_their_limit() {
+    let server = limited().await;
+    let mut registry = server.registry().await;
+    let batch = |n: u32| -> Vec<_> {
+        (0..n)
+            .map(|i| identify(&format!("H{i}"), "2016-03-01", &[i]))
+            .collect()
+    };
+    let cases: Vec<(&str, Vec<rollstore::domain::Command>, Code, &str)> = vec![
+        (
+            "a request over max_request_bytes",
+            batch(49)
+                .into_iter()
+                .map(|c| tweak(c, |c| c.document_ref = "文".repeat(40)))
+                .chain((100..400).map(|i| {
+                    tweak(identify(&format!("X{i}"), "2016-03-01", &[i]), |c| {
+                        c.document_ref = "文".repeat(40)
+                    })
+                }))
+                .collect(),
+            Code::ResourceExhausted,
+            "max_request_bytes",
+        ),
+        (
+            "a batch over max_batch",
+            batch(51),
+            Code::ResourceExhausted,
+            "max_batch",
+        ),
+        (
+            "a household over max_members",
+            vec![identify("H1", "2016-03-01", &[1, 2, 3, 4, 5, 6])],
+            Code::InvalidArgument,
+            "max_members",
+        ),
+        (
+            "a name over max_text_chars",
+            vec![tweak(identify("H1", "2016-03-01", &[1]), |c| {
+                identification(c).members[0].name = "长".repeat(41)
+            })],
+            Code::InvalidArgument,
+            "max_text_chars",
+        ),
+    ];
+    for (name, commands, code, limit) in cases {
+        let status = send_batch(&mut registry, &commands).await.expect_err(name);
+        assert_eq!(status.code(), code, "{name}: {status:?}");
+        assert!(
+            status.message().contains(limit),
+            "{name}: {}",
+            status.message()
+        );
+        assert_eq!(head(&server).await, 0, "{name} appended something");
+    }
+    // Within every limit, the same server takes the write.
+    send_batch(&mut registry, &batch(50)).await.unwrap();
+    assert_eq!(head(&server).await, 50);
+}
+
+#[tokio::test]
+async fn subscriptions_that_never_read_are_capped() {
+    let server = limited().await;
+    let mut registry = server.registry().await;
+    send_batch(
+        &mut registry,
+        &(0..50)
+            .map(|i| identify(&format!("H{i}"), "2016-03-01", &[i]))
+            .collect::<Vec<_>>(),
+    )
+    .await
+    .unwrap();
+    // Four streams that never read hold their permits; a fifth is refused, naming the limit.
+    let mut open = Vec::new();
+    for _ in 0..4 {
+        let response = server
+            .audit()
+            .await
+            .subscribe(pb::SubscribeRequest::default())
+            .await
+            .unwrap();
+        open.push(response.into_inner());
+    }
+    let status = server
+        .audit()
+        .await
+        .subscribe(pb::SubscribeRequest::default())
+        .await
+        .expect_err("a fifth stream is refused");
+    assert_eq!(status.code(), Code::ResourceExhausted);
+    assert!(
+        status.message().contains("max_streams"),
+        "{}",
+        status.message()
+    );
+    // Writes go on while they sit unread.
+    send(&mut registry, &identify("Z", "2016-03-01", &[999]))
+        .await
+        .unwrap();
+    // Closing one frees its place.
+    drop(open.pop());
+    let mut reopened = None;
+    for _ in 0..50 {
+        if let Ok(response) = server
+            .audit()
+            .await
+            .subscribe(pb::SubscribeRequest::default())
+            .await
+        {
+            reopened = Some(response);
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let mut stream = reopened
+        .expect("a closed stream's place is free again")
+        .into_inner();
+    assert_eq!(
+        stream.message().await.unwrap().unwrap().event.unwrap().seq,
+        1
+    );
+}
