@@ -21,7 +21,7 @@ mod keys;
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Mutex, RwLock};
 
 use sha2::{Digest, Sha256};
 
@@ -39,9 +39,27 @@ impl From<sled::Error> for Error {
     fn from(error: sled::Error) -> Self {
         match error {
             sled::Error::Corruption { .. } => Error::Corrupt(error.to_string()),
+            sled::Error::Io(io) => io_error(io, "the store's file"),
             other => Error::Io(other.to_string()),
         }
     }
+}
+
+/// An I/O failure, by what the caller can do about it: a full disk is a condition to wait
+/// out (`Unavailable`), anything else a fault.
+fn io_error(error: std::io::Error, what: &str) -> Error {
+    match error.kind() {
+        std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded => Error::Unavailable(format!(
+            "the disk holding {what} is full (no space left): nothing was written; free space and retry"
+        )),
+        _ => Error::Io(format!("{what}: {error}")),
+    }
+}
+
+fn recovering() -> Error {
+    Error::Unavailable(
+        "the store is reopening after a failed write (a full disk?); retry shortly".into(),
+    )
 }
 
 /// Extends the chain by one body.
@@ -93,11 +111,59 @@ impl Entry {
     }
 }
 
-/// The event log.
-pub struct Log {
+/// The open database and its file.
+struct Storage {
     db: sled::Db,
     /// The database file, kept open to `fsync` it after each flush.
     file: File,
+}
+
+impl Storage {
+    fn open(dir: &Path) -> Result<Self, Error> {
+        let db = sled::Config::new()
+            .path(dir)
+            // Every commit flushes; a background flusher would only race with it.
+            .flush_every_ms(None)
+            .cache_capacity(256 * 1024 * 1024)
+            .open()
+            .map_err(|e| match e {
+                sled::Error::Io(io) if io.kind() != std::io::ErrorKind::StorageFull => {
+                    Error::Io(format!(
+                        "cannot open the store in {}: {io} (is another rollstore using it?)",
+                        dir.display()
+                    ))
+                }
+                other => Error::from(other),
+            })?;
+        let file = File::open(dir.join("db"))
+            .map_err(|e| Error::Io(format!("cannot open {}/db to sync it: {e}", dir.display())))?;
+        Ok(Self { db, file })
+    }
+
+    /// The last entry stored, if any.
+    fn last(&self) -> Result<Option<Entry>, Error> {
+        match self.db.range(Key::events()).next_back() {
+            None => Ok(None),
+            Some(item) => {
+                let (key, value) = item?;
+                Entry::decode(&key, &value).map(Some)
+            }
+        }
+    }
+
+    /// Makes everything written so far durable: sled's flush, then an fsync of its file.
+    fn sync(&self, dir: &Path) -> Result<(), Error> {
+        self.db.flush()?;
+        self.file
+            .sync_all()
+            .map_err(|e| io_error(e, &format!("{}/db (fsync)", dir.display())))
+    }
+}
+
+/// The event log.
+pub struct Log {
+    /// `None` while a failed write is being recovered from (see [`Log::append`]).
+    storage: RwLock<Option<Storage>>,
     dir: PathBuf,
     head: Mutex<Head>,
 }
@@ -111,35 +177,13 @@ impl Log {
                 dir.display()
             ))
         })?;
-        let db = sled::Config::new()
-            .path(dir)
-            // Every commit flushes; a background flusher would only race with it.
-            .flush_every_ms(None)
-            .cache_capacity(256 * 1024 * 1024)
-            .open()
-            .map_err(|e| match e {
-                sled::Error::Io(io) => Error::Io(format!(
-                    "cannot open the store in {}: {io} (is another rollstore using it?)",
-                    dir.display()
-                )),
-                other => Error::from(other),
-            })?;
-        let file = File::open(dir.join("db"))
-            .map_err(|e| Error::Io(format!("cannot open {}/db to sync it: {e}", dir.display())))?;
-        let head = match db.range(Key::events()).next_back() {
-            None => Head::EMPTY,
-            Some(item) => {
-                let (key, value) = item?;
-                let entry = Entry::decode(&key, &value)?;
-                Head {
-                    seq: entry.seq,
-                    hash: entry.hash,
-                }
-            }
-        };
+        let storage = Storage::open(dir)?;
+        let head = storage.last()?.map_or(Head::EMPTY, |entry| Head {
+            seq: entry.seq,
+            hash: entry.hash,
+        });
         Ok(Self {
-            db,
-            file,
+            storage: RwLock::new(Some(storage)),
             dir: dir.to_owned(),
             head: Mutex::new(head),
         })
@@ -156,16 +200,39 @@ impl Log {
             .expect("the head lock is never held across a panic")
     }
 
+    /// Runs `read` on the open database, or says the store is recovering.
+    fn with_db<T>(&self, read: impl FnOnce(&sled::Db) -> Result<T, Error>) -> Result<T, Error> {
+        let storage = self
+            .storage
+            .read()
+            .expect("the storage lock is never held across a panic");
+        match storage.as_ref() {
+            Some(storage) => read(&storage.db),
+            None => Err(recovering()),
+        }
+    }
+
     /// Appends `bodies` as the next events, durably, in one commit, and returns their entries'
-    /// positions and hashes. Nothing is visible as committed until the fsync has returned; on
-    /// an error the head does not move and the batch is taken back out of sled.
+    /// positions and hashes. The head moves only after the fsync has returned.
+    ///
+    /// If the write or its sync fails (a full disk, say), sled cannot be trusted to go on: the
+    /// database is closed and reopened from what is on disk, anything past the acknowledged
+    /// head is removed (it was never acknowledged), and the error is returned. Once the cause is
+    /// gone, the next append succeeds; no restart is needed.
     pub fn append(&self, bodies: &[Vec<u8>]) -> Result<Vec<Head>, Error> {
         let mut head = self
             .head
             .lock()
             .expect("the head lock is never held across a panic");
+        if self
+            .storage
+            .read()
+            .expect("the storage lock is never held across a panic")
+            .is_none()
+        {
+            self.recover(*head)?;
+        }
         let mut batch = sled::Batch::default();
-        let mut undo = sled::Batch::default();
         let mut positions = Vec::with_capacity(bodies.len());
         let mut last = *head;
         for body in bodies {
@@ -174,33 +241,71 @@ impl Log {
             let mut value = Vec::with_capacity(32 + body.len());
             value.extend_from_slice(&hash);
             value.extend_from_slice(body);
-            let key = Key::Event(seq).encode();
-            batch.insert(&key, value);
-            undo.remove(&key);
+            batch.insert(&Key::Event(seq).encode(), value);
             last = Head { seq, hash };
             positions.push(last);
         }
-        let written = self
-            .db
-            .apply_batch(batch)
-            .map_err(Error::from)
-            .and_then(|()| self.sync());
+        let written = {
+            let storage = self
+                .storage
+                .read()
+                .expect("the storage lock is never held across a panic");
+            match storage.as_ref() {
+                Some(storage) => storage
+                    .db
+                    .apply_batch(batch)
+                    .map_err(Error::from)
+                    .and_then(|()| storage.sync(&self.dir)),
+                None => Err(recovering()),
+            }
+        };
         if let Err(error) = written {
-            // The batch may sit in sled's memory without being durable; take it back out so
-            // that nothing unacknowledged can be read or later flushed behind our back.
-            let _ = self.db.apply_batch(undo);
+            tracing::error!(%error, "a commit failed; reopening the store from disk");
+            // Whatever happens here, the error stands: this batch was not acknowledged.
+            if let Err(again) = self.recover(*head) {
+                tracing::error!(error = %again, "the store could not be reopened yet; the next write retries");
+            }
             return Err(error);
         }
         *head = last;
         Ok(positions)
     }
 
-    /// Makes everything written so far durable: sled's flush, then an fsync of its file.
-    fn sync(&self) -> Result<(), Error> {
-        self.db.flush()?;
-        self.file
-            .sync_all()
-            .map_err(|e| Error::Io(format!("fsync of {}/db failed: {e}", self.dir.display())))
+    /// Closes the database and reopens it from disk, trimmed to `head`.
+    fn recover(&self, head: Head) -> Result<(), Error> {
+        let mut storage = self
+            .storage
+            .write()
+            .expect("the storage lock is never held across a panic");
+        // Dropping the old database releases its file lock before the new one takes it.
+        *storage = None;
+        let reopened = Storage::open(&self.dir)?;
+        let last = reopened.last()?.map_or(0, |e| e.seq);
+        if last > head.seq {
+            let mut trim = sled::Batch::default();
+            for seq in head.seq + 1..=last {
+                trim.remove(&Key::Event(seq).encode());
+            }
+            reopened.db.apply_batch(trim)?;
+            reopened.sync(&self.dir)?;
+        }
+        match reopened.last()? {
+            Some(entry) if entry.seq == head.seq && entry.hash == head.hash => {}
+            None if head.seq == 0 => {}
+            other => {
+                return Err(Error::Corrupt(format!(
+                    "after reopening, the log ends at {:?}, not at the acknowledged head {}",
+                    other.map(|e| e.seq),
+                    head.seq
+                )))
+            }
+        }
+        *storage = Some(reopened);
+        tracing::info!(
+            head = head.seq,
+            "the store was reopened after a failed write"
+        );
+        Ok(())
     }
 
     /// The entry at `seq`, if it is committed.
@@ -209,7 +314,7 @@ impl Log {
             return Ok(None);
         }
         let key = Key::Event(seq).encode();
-        match self.db.get(key)? {
+        match self.with_db(|db| Ok(db.get(key)?))? {
             Some(value) => Entry::decode(&key, &value).map(Some),
             None => Err(Error::Corrupt(format!(
                 "event {seq} is missing below the head"
@@ -224,8 +329,19 @@ impl Log {
         let from = from.max(1);
         let mut expected = from;
         let range = Key::Event(from).encode()..=Key::Event(head).encode();
-        let mut inner = (from <= head).then(|| self.db.range(range));
+        // sled's iterators own what they read, so the lock is not held while the scan runs.
+        let (mut inner, mut failed) = if from <= head {
+            match self.with_db(|db| Ok(db.range(range))) {
+                Ok(iter) => (Some(iter), None),
+                Err(error) => (None, Some(error)),
+            }
+        } else {
+            (None, None)
+        };
         std::iter::from_fn(move || {
+            if let Some(error) = failed.take() {
+                return Some(Err(error));
+            }
             let item = inner.as_mut()?.next();
             let result = match item {
                 None if expected <= head => Err(Error::Corrupt(format!(
