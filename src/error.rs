@@ -9,6 +9,8 @@
 //!   VersionConflict  someone wrote first: re-read, retry       ABORTED
 //!   RequestReused  the request_id names another request        ALREADY_EXISTS
 //!   NotFound       nothing by that name                        NOT_FOUND
+//!   Unauthenticated  no valid credentials                      UNAUTHENTICATED
+//!   PermissionDenied the caller's role or scope forbids it     PERMISSION_DENIED
 //!   TooLarge       a limit was passed (limit named)            RESOURCE_EXHAUSTED
 //!   Unavailable    shutting down, or the disk refused a write  UNAVAILABLE
 //!   Corrupt        stored data does not decode or verify       DATA_LOSS
@@ -88,6 +90,10 @@ pub enum Error {
     RequestReused { request_id: String, seq: u64 },
     #[error("{0}")]
     NotFound(String),
+    #[error("{0}")]
+    Unauthenticated(String),
+    #[error("{0}")]
+    PermissionDenied(String),
     #[error("{0}")]
     TooLarge(String),
     #[error("{0}")]

@@ -61,9 +61,41 @@ enum Command {
     },
     /// Drop the projections of a stopped store and rebuild them from the log.
     Rebuild(DataArgs),
+    /// Manage the principals file: add a principal (printing its new token once), remove one.
+    #[command(subcommand)]
+    Principal(PrincipalCommand),
     /// Load a running server with valid commands from many concurrent clients, and report
     /// events/s, requests/s and latency percentiles (HDR histogram).
     Bench(BenchArgs),
+}
+
+#[derive(Subcommand)]
+enum PrincipalCommand {
+    /// Add a principal (or replace one of the same name) with a new random token, printed once.
+    /// Only the token's SHA-256 is stored. Send SIGHUP to a running server to take it in.
+    Add {
+        /// The principal's name, recorded as the actor of its writes.
+        name: String,
+        /// admin: everything; auditor: reads everything, writes nothing; clerk: reads and writes
+        /// within its scopes; statistician: GetStats and GetFlows only.
+        #[arg(long, value_enum)]
+        role: rollstore::api::auth::Role,
+        /// A region prefix the principal is limited to (repeatable; clerks need one).
+        #[arg(long = "scope")]
+        scopes: Vec<String>,
+        /// Mask ID numbers and names in everything this principal reads.
+        #[arg(long)]
+        no_pii: bool,
+        /// The principals file (created if missing).
+        #[arg(long, default_value = "./principals.json")]
+        file: PathBuf,
+    },
+    /// Remove a principal: its token stops working at the server's next SIGHUP.
+    Remove {
+        name: String,
+        #[arg(long, default_value = "./principals.json")]
+        file: PathBuf,
+    },
 }
 
 #[derive(Args)]
@@ -253,6 +285,77 @@ struct ServeArgs {
     policy: PolicyArgs,
     #[command(flatten)]
     limits: LimitArgs,
+    #[command(flatten)]
+    security: SecurityArgs,
+}
+
+/// Who may connect and what they may do. Without --principals the server authenticates no
+/// one and therefore binds only loopback addresses.
+#[derive(Args)]
+struct SecurityArgs {
+    /// The principals file (JSON; see `rollstore principal add`): names, token hashes, roles
+    /// and region scopes. Re-read on SIGHUP without dropping connections.
+    #[arg(long, env = "ROLLSTORE_PRINCIPALS")]
+    principals: Option<PathBuf>,
+    /// The server's certificate chain (PEM), to serve TLS.
+    #[arg(long, requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// The server's private key (PEM).
+    #[arg(long, requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// A CA (PEM) whose client certificates are required (mutual TLS).
+    #[arg(long, requires = "tls_cert")]
+    tls_client_ca: Option<PathBuf>,
+    /// Allow a non-loopback address without authentication, or with tokens in clear text.
+    #[arg(long)]
+    insecure: bool,
+}
+
+impl SecurityArgs {
+    fn options(
+        &self,
+        listen: SocketAddr,
+        limits: rollstore::api::Limits,
+    ) -> Result<rollstore::api::Options, String> {
+        use rollstore::api::auth::{Authentication, Principals};
+        let read = |path: &PathBuf| {
+            std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))
+        };
+        let tls = match (&self.tls_cert, &self.tls_key) {
+            (Some(cert), Some(key)) => {
+                let identity = tonic::transport::Identity::from_pem(read(cert)?, read(key)?);
+                let mut config = tonic::transport::ServerTlsConfig::new().identity(identity);
+                if let Some(ca) = &self.tls_client_ca {
+                    config =
+                        config.client_ca_root(tonic::transport::Certificate::from_pem(read(ca)?));
+                }
+                Some(config)
+            }
+            _ => None,
+        };
+        let auth = match &self.principals {
+            Some(path) => Authentication::On(Principals::load(path).map_err(|e| e.to_string())?),
+            None => Authentication::Off,
+        };
+        let loopback = listen.ip().is_loopback();
+        match (&auth, tls.is_some(), loopback, self.insecure) {
+            (Authentication::Off, _, false, false) => {
+                return Err(format!(
+                    "refusing to serve {listen} without authentication: give --principals FILE (and TLS), bind a loopback address, or pass --insecure"
+                ))
+            }
+            (Authentication::On(_), false, false, false) => {
+                return Err(format!(
+                    "refusing to serve {listen} without TLS: bearer tokens would cross the network in clear; give --tls-cert/--tls-key, or pass --insecure"
+                ))
+            }
+            (Authentication::Off, _, true, _) => tracing::warn!(
+                "authentication is off (no --principals): every caller may do everything; serving loopback only"
+            ),
+            _ => {}
+        }
+        Ok(rollstore::api::Options { limits, auth, tls })
+    }
 }
 
 /// What the server accepts; each refusal names the limit it hit.
@@ -349,6 +452,7 @@ fn main() -> ExitCode {
         Command::Import { data, input } => import(data, input),
         Command::Rebuild(args) => rebuild(args),
         Command::Bench(args) => runtime.block_on(bench(args)),
+        Command::Principal(command) => principal(command),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -385,7 +489,13 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
         opened_in_ms = started.elapsed().as_millis() as u64,
         "rollstore is serving"
     );
-    rollstore::api::serve_with(listener, register, args.limits.api(), shutdown_signal())
+    let options = args.security.options(args.listen, args.limits.api())?;
+    if let (rollstore::api::auth::Authentication::On(principals), Some(path)) =
+        (&options.auth, args.security.principals.clone())
+    {
+        reload_on_hangup(principals.clone(), path);
+    }
+    rollstore::api::serve_with(listener, register, options, shutdown_signal())
         .await
         .map_err(|e| e.to_string())?;
     tracing::info!("rollstore stopped; every acknowledged write is on disk");
@@ -465,6 +575,51 @@ async fn demo(args: DemoArgs) -> Result<(), String> {
     Ok(())
 }
 
+fn principal(command: PrincipalCommand) -> Result<(), String> {
+    use rollstore::api::auth::PrincipalsFile;
+    let load = |file: &PathBuf| -> Result<PrincipalsFile, String> {
+        if file.exists() {
+            PrincipalsFile::read(file).map_err(|e| e.to_string())
+        } else {
+            Ok(PrincipalsFile::default())
+        }
+    };
+    match command {
+        PrincipalCommand::Add {
+            name,
+            role,
+            scopes,
+            no_pii,
+            file,
+        } => {
+            if role == rollstore::api::auth::Role::Clerk && scopes.is_empty() {
+                return Err("a clerk needs at least one --scope (a region prefix)".into());
+            }
+            let mut principals = load(&file)?;
+            let token = principals
+                .add(&name, role, scopes, !no_pii)
+                .map_err(|e| e.to_string())?;
+            principals.write(&file).map_err(|e| e.to_string())?;
+            println!("{token}");
+            eprintln!(
+                "added {name} to {}; the token above is shown once and not stored",
+                file.display()
+            );
+        }
+        PrincipalCommand::Remove { name, file } => {
+            let mut principals = load(&file)?;
+            let before = principals.principals.len();
+            principals.principals.retain(|p| p.name != name);
+            if principals.principals.len() == before {
+                return Err(format!("{name} is not in {}", file.display()));
+            }
+            principals.write(&file).map_err(|e| e.to_string())?;
+            eprintln!("removed {name} from {}", file.display());
+        }
+    }
+    Ok(())
+}
+
 async fn bench(args: BenchArgs) -> Result<(), String> {
     if args.concurrency == 0 || !args.seconds.is_finite() || args.seconds <= 0.0 {
         return Err("--concurrency and --seconds must be positive".into());
@@ -493,6 +648,27 @@ async fn bench(args: BenchArgs) -> Result<(), String> {
         return Err(format!("{} requests failed", report.errors));
     }
     Ok(())
+}
+
+/// Re-reads the principals file on every SIGHUP; a bad file keeps the principals in force.
+fn reload_on_hangup(principals: rollstore::api::auth::Principals, path: PathBuf) {
+    #[cfg(unix)]
+    tokio::spawn(async move {
+        let Ok(mut hangups) =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+        else {
+            tracing::warn!("cannot listen for SIGHUP; the principals file is read only at start");
+            return;
+        };
+        while hangups.recv().await.is_some() {
+            match principals.reload(&path) {
+                Ok(count) => tracing::info!(count, file = %path.display(), "principals reloaded"),
+                Err(error) => {
+                    tracing::error!(%error, "principals not reloaded; the previous ones stay in force")
+                }
+            }
+        }
+    });
 }
 
 /// What to say when a store does not open: what is wrong, and what to do.

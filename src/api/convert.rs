@@ -868,6 +868,7 @@ pub fn event(recorded: &Recorded) -> pb::Event {
         body: recorded.body.clone(),
         hash: recorded.hash.to_vec(),
         corrected_by: Vec::new(),
+        body_withheld: false,
     }
 }
 

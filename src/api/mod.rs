@@ -10,6 +10,7 @@
 //! This is the only module that knows protobuf. It holds no state of its own and enforces no
 //! rule: it parses, calls `app`, and renders.
 
+pub mod auth;
 pub mod convert;
 mod status;
 
@@ -21,7 +22,7 @@ use tokio_stream::wrappers::TcpListenerStream;
 use tokio_stream::{Stream, StreamExt};
 use tonic::{Request, Response, Status};
 
-use crate::app::{audit, Register};
+use crate::app::{audit, At, Register, Writer};
 use crate::domain::{
     parse_date, Command, HouseholdId, RegionCode, RegionPrefix, Status as HouseholdStatus,
 };
@@ -106,16 +107,35 @@ pub async fn serve(
     register: Register,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), Error> {
-    serve_with(listener, register, Limits::default(), shutdown).await
+    serve_with(listener, register, Options::default(), shutdown).await
 }
 
-/// [`serve`], with limits.
+/// How the server is exposed: limits, authentication, TLS.
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub limits: Limits,
+    pub auth: auth::Authentication,
+    pub tls: Option<tonic::transport::ServerTlsConfig>,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self {
+            limits: Limits::default(),
+            auth: auth::Authentication::Off,
+            tls: None,
+        }
+    }
+}
+
+/// [`serve`], with options.
 pub async fn serve_with(
     listener: TcpListener,
     register: Register,
-    limits: Limits,
+    options: Options,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), Error> {
+    let limits = options.limits;
     let (health, health_service) = tonic_health::server::health_reporter();
     health.set_serving::<RegistryServer<Api>>().await;
     health.set_serving::<RollsServer<Api>>().await;
@@ -132,6 +152,7 @@ pub async fn serve_with(
         .map_err(|e| Error::Io(format!("cannot build the reflection service: {e}")))?;
     let api = Api {
         register: register.clone(),
+        auth: options.auth.clone(),
         streams: std::sync::Arc::new(tokio::sync::Semaphore::new(limits.max_streams)),
         limits,
     };
@@ -142,7 +163,13 @@ pub async fn serve_with(
         stopper.begin_shutdown();
     };
     let max = limits.max_request_bytes;
-    let result = tonic::transport::Server::builder()
+    let mut builder = tonic::transport::Server::builder();
+    if let Some(tls) = options.tls.clone() {
+        builder = builder
+            .tls_config(tls)
+            .map_err(|e| Error::Io(format!("the TLS configuration is not usable: {e}")))?;
+    }
+    let result = builder
         .layer(tower::util::MapResponseLayer::new(
             oversized_is_resource_exhausted,
         ))
@@ -163,6 +190,7 @@ pub async fn serve_with(
 #[derive(Clone)]
 pub struct Api {
     register: Register,
+    auth: auth::Authentication,
     limits: Limits,
     /// One permit per open server stream.
     streams: std::sync::Arc<tokio::sync::Semaphore>,
@@ -182,9 +210,17 @@ impl Api {
 
     /// Appends a parsed write. (Parsing happens before the first await, so the request need
     /// not cross threads.)
-    async fn write(&self, command: Result<Command, Error>) -> Result<Option<pb::Receipt>, Status> {
+    async fn write(
+        &self,
+        principal: Result<auth::Principal, Status>,
+        command: Result<Command, Error>,
+    ) -> Result<Option<pb::Receipt>, Status> {
+        let writer = writer(&principal?)?;
         let command = command?;
-        let receipt = self.register.append_one(command).await?;
+        let mut receipts = self.register.append_as(writer, vec![command]).await?;
+        let receipt = receipts
+            .pop()
+            .ok_or_else(|| Status::internal("the writer answered no receipt"))?;
         Ok(Some(convert::receipt(&receipt)))
     }
 }
@@ -195,7 +231,10 @@ impl Registry for Api {
         &self,
         request: Request<pb::IdentifyRequest>,
     ) -> Result<Response<pb::IdentifyResponse>, Status> {
-        let receipt = self.write(convert::command(request.get_ref())).await?;
+        let principal = self.auth.principal(&request);
+        let receipt = self
+            .write(principal, convert::command(request.get_ref()))
+            .await?;
         Ok(Response::new(pb::IdentifyResponse { receipt }))
     }
 
@@ -203,7 +242,10 @@ impl Registry for Api {
         &self,
         request: Request<pb::AdjustRequest>,
     ) -> Result<Response<pb::AdjustResponse>, Status> {
-        let receipt = self.write(convert::command(request.get_ref())).await?;
+        let principal = self.auth.principal(&request);
+        let receipt = self
+            .write(principal, convert::command(request.get_ref()))
+            .await?;
         Ok(Response::new(pb::AdjustResponse { receipt }))
     }
 
@@ -211,7 +253,10 @@ impl Registry for Api {
         &self,
         request: Request<pb::ExitRequest>,
     ) -> Result<Response<pb::ExitResponse>, Status> {
-        let receipt = self.write(convert::command(request.get_ref())).await?;
+        let principal = self.auth.principal(&request);
+        let receipt = self
+            .write(principal, convert::command(request.get_ref()))
+            .await?;
         Ok(Response::new(pb::ExitResponse { receipt }))
     }
 
@@ -219,7 +264,10 @@ impl Registry for Api {
         &self,
         request: Request<pb::RelapseRequest>,
     ) -> Result<Response<pb::RelapseResponse>, Status> {
-        let receipt = self.write(convert::command(request.get_ref())).await?;
+        let principal = self.auth.principal(&request);
+        let receipt = self
+            .write(principal, convert::command(request.get_ref()))
+            .await?;
         Ok(Response::new(pb::RelapseResponse { receipt }))
     }
 
@@ -227,7 +275,10 @@ impl Registry for Api {
         &self,
         request: Request<pb::CorrectRequest>,
     ) -> Result<Response<pb::CorrectResponse>, Status> {
-        let receipt = self.write(convert::command(request.get_ref())).await?;
+        let principal = self.auth.principal(&request);
+        let receipt = self
+            .write(principal, convert::command(request.get_ref()))
+            .await?;
         Ok(Response::new(pb::CorrectResponse { receipt }))
     }
 
@@ -235,6 +286,7 @@ impl Registry for Api {
         &self,
         request: Request<pb::AppendBatchRequest>,
     ) -> Result<Response<pb::AppendBatchResponse>, Status> {
+        let writer = writer(&self.auth.principal(&request)?)?;
         let mut violations = Vec::new();
         let mut commands = Vec::new();
         let batch = &request.get_ref().commands;
@@ -270,11 +322,27 @@ impl Registry for Api {
                 }
             }
         }
-        let receipts = self.register.append(commands).await?;
+        let receipts = self.register.append_as(writer, commands).await?;
         Ok(Response::new(pb::AppendBatchResponse {
             receipts: receipts.iter().map(convert::receipt).collect(),
         }))
     }
+}
+
+/// The writer a principal writes as.
+fn writer(principal: &auth::Principal) -> Result<Writer, Status> {
+    Ok(Writer {
+        actor: principal.name.clone(),
+        scope: principal.write_scope()?,
+    })
+}
+
+/// An event as `principal` may see it.
+fn shown(principal: &auth::Principal, mut event: pb::Event) -> pb::Event {
+    if !principal.pii {
+        auth::mask_event(&mut event);
+    }
+    event
 }
 
 fn household_id(text: &str) -> Result<HouseholdId, Status> {
@@ -316,12 +384,18 @@ impl Rolls for Api {
         &self,
         request: Request<pb::GetHouseholdRequest>,
     ) -> Result<Response<pb::GetHouseholdResponse>, Status> {
+        let principal = self.auth.principal(&request)?;
         let request = request.get_ref();
         let id = household_id(&request.household_id)?;
         let at = convert::point_in_time("at", request.at.as_ref())?;
         let view = self.register.household(&id, at)?;
+        principal.may_read_household(view.state.region_code)?;
+        let mut household = convert::household(&id, &view);
+        if !principal.pii {
+            auth::mask_household(&mut household);
+        }
         Ok(Response::new(pb::GetHouseholdResponse {
-            household: Some(convert::household(&id, &view)),
+            household: Some(household),
             known_at_seq: view.known_at,
         }))
     }
@@ -330,10 +404,16 @@ impl Rolls for Api {
         &self,
         request: Request<pb::GetHistoryRequest>,
     ) -> Result<Response<pb::GetHistoryResponse>, Status> {
+        let principal = self.auth.principal(&request)?;
         let id = household_id(&request.get_ref().household_id)?;
+        let now = self.register.household(&id, At::NOW)?;
+        principal.may_read_household(now.state.region_code)?;
         let entries = self.register.history(&id)?;
         Ok(Response::new(pb::GetHistoryResponse {
-            events: entries.iter().map(convert::history_entry).collect(),
+            events: entries
+                .iter()
+                .map(|entry| shown(&principal, convert::history_entry(entry)))
+                .collect(),
         }))
     }
 
@@ -343,8 +423,10 @@ impl Rolls for Api {
         &self,
         request: Request<pb::ListRosterRequest>,
     ) -> Result<Response<Self::ListRosterStream>, Status> {
+        let principal = self.auth.principal(&request)?;
         let request = request.into_inner();
         let prefix = region_prefix(&request.region_prefix)?;
+        principal.may_read_region(prefix, false)?;
         let mut statuses = Vec::new();
         for (i, raw) in request.statuses.iter().enumerate() {
             statuses.push(
@@ -400,8 +482,10 @@ impl Rolls for Api {
         &self,
         request: Request<pb::GetStatsRequest>,
     ) -> Result<Response<pb::GetStatsResponse>, Status> {
+        let principal = self.auth.principal(&request)?;
         let request = request.get_ref();
         let prefix = region_prefix(&request.region_prefix)?;
+        principal.may_read_region(prefix, true)?;
         let at = convert::point_in_time("at", request.at.as_ref())?;
         let (stats, known_at) = self.register.stats(prefix, at)?;
         Ok(Response::new(convert::stats(prefix, &stats, known_at)))
@@ -413,8 +497,10 @@ impl Rolls for Api {
         &self,
         request: Request<pb::DiffRostersRequest>,
     ) -> Result<Response<Self::DiffRostersStream>, Status> {
+        let principal = self.auth.principal(&request)?;
         let request = request.get_ref();
         let prefix = region_prefix(&request.region_prefix)?;
+        principal.may_read_region(prefix, false)?;
         let from = convert::point_in_time("from", request.from.as_ref())?;
         let to = convert::point_in_time("to", request.to.as_ref())?;
         let (changes, from_known_at_seq, to_known_at_seq) = self.register.diff(prefix, from, to)?;
@@ -444,8 +530,10 @@ impl Rolls for Api {
         &self,
         request: Request<pb::GetFlowsRequest>,
     ) -> Result<Response<pb::GetFlowsResponse>, Status> {
+        let principal = self.auth.principal(&request)?;
         let request = request.get_ref();
         let prefix = region_prefix(&request.region_prefix)?;
+        principal.may_read_region(prefix, true)?;
         let from = parse_date(&request.from_date).map_err(|e| Error::invalid("from_date", e))?;
         let to = parse_date(&request.to_date).map_err(|e| Error::invalid("to_date", e))?;
         let known_at = convert::known_at("known_at", request.known_at.as_ref())?;
@@ -463,8 +551,9 @@ impl Rolls for Api {
 impl AuditLog for Api {
     async fn get_head(
         &self,
-        _request: Request<pb::GetHeadRequest>,
+        request: Request<pb::GetHeadRequest>,
     ) -> Result<Response<pb::GetHeadResponse>, Status> {
+        self.auth.principal(&request)?;
         let head = self.register.head();
         Ok(Response::new(pb::GetHeadResponse {
             seq: head.seq,
@@ -478,12 +567,14 @@ impl AuditLog for Api {
         &self,
         request: Request<pb::SubscribeRequest>,
     ) -> Result<Response<Self::SubscribeStream>, Status> {
+        let principal = self.auth.principal(&request)?;
         let request = request.into_inner();
         let region = if request.region_prefix.is_empty() {
             None
         } else {
             Some(region_prefix(&request.region_prefix)?)
         };
+        principal.may_read_log(region)?;
         let mut kinds = std::collections::BTreeSet::new();
         for (i, raw) in request.kinds.iter().enumerate() {
             let kind = match pb::EventKind::try_from(*raw) {
@@ -506,9 +597,9 @@ impl AuditLog for Api {
         let receiver = self
             .register
             .subscribe(request.from_seq, audit::Filter { region, kinds });
-        let stream = tokio_stream::wrappers::ReceiverStream::new(receiver).map(|item| {
+        let stream = tokio_stream::wrappers::ReceiverStream::new(receiver).map(move |item| {
             item.map(|recorded| pb::SubscribeResponse {
-                event: Some(convert::event(&recorded)),
+                event: Some(shown(&principal, convert::event(&recorded))),
             })
             .map_err(Status::from)
         });
@@ -519,6 +610,7 @@ impl AuditLog for Api {
         &self,
         request: Request<pb::VerifyChainRequest>,
     ) -> Result<Response<pb::VerifyChainResponse>, Status> {
+        self.auth.principal(&request)?.may_read_log(None)?;
         let request = request.get_ref();
         let report = self
             .register
@@ -541,6 +633,8 @@ impl AuditLog for Api {
         &self,
         request: Request<pb::ReadEventsRequest>,
     ) -> Result<Response<Self::ReadEventsStream>, Status> {
+        let principal = self.auth.principal(&request)?;
+        principal.may_read_log(None)?;
         let request = request.into_inner();
         let permit = self.stream_permit()?;
         let events = self
@@ -548,9 +642,9 @@ impl AuditLog for Api {
             .events(request.from_seq.max(1), page_size(request.limit))?;
         Ok(Response::new(holding(
             permit,
-            tokio_stream::iter(events.into_iter().map(|recorded| {
+            tokio_stream::iter(events.into_iter().map(move |recorded| {
                 Ok(pb::ReadEventsResponse {
-                    event: Some(convert::event(&recorded)),
+                    event: Some(shown(&principal, convert::event(&recorded))),
                 })
             })),
         )))

@@ -39,6 +39,8 @@ impl From<Error> for Status {
             Error::VersionConflict { .. } => Status::aborted(message),
             Error::RequestReused { .. } => Status::already_exists(message),
             Error::NotFound(_) => Status::not_found(message),
+            Error::Unauthenticated(_) => Status::unauthenticated(message),
+            Error::PermissionDenied(_) => Status::permission_denied(message),
             Error::TooLarge(_) => Status::resource_exhausted(message),
             Error::Unavailable(_) => Status::unavailable(message),
             Error::Corrupt(_) => Status::data_loss(message),

@@ -42,7 +42,7 @@ use crate::store::{Entry, Hash, Head, Log};
 #[derive(Debug, Clone)]
 pub struct Config {
     pub policy: Policy,
-    /// Who is recorded as the actor of every event (until authentication names the caller).
+    /// Who is recorded as the actor of events appended without a named caller.
     pub actor: String,
     /// The offset of the register's calendar from UTC: "today", for the no-future-dates rule,
     /// is the date there. China Standard Time by default.
@@ -83,6 +83,30 @@ impl Default for Config {
             checkpoint_every: 1_000_000,
         }
     }
+}
+
+/// The regions a write may touch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Scope {
+    All,
+    /// The household must be within one of these before and after the change.
+    Within(Vec<RegionPrefix>),
+}
+
+impl Scope {
+    pub fn allows(&self, region: crate::domain::RegionCode) -> bool {
+        match self {
+            Scope::All => true,
+            Scope::Within(scopes) => scopes.iter().any(|s| s.contains(region)),
+        }
+    }
+}
+
+/// Who writes: recorded as each event's actor, and the regions they may touch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Writer {
+    pub actor: String,
+    pub scope: Scope,
 }
 
 /// What a durable append answers.
@@ -256,6 +280,19 @@ impl Register {
 
     /// Appends commands as one all-or-nothing commit and returns a receipt for each.
     pub async fn append(&self, commands: Vec<Command>) -> Result<Vec<Receipt>, Error> {
+        let writer = Writer {
+            actor: self.shared.config.actor.clone(),
+            scope: Scope::All,
+        };
+        self.append_as(writer, commands).await
+    }
+
+    /// Appends commands for a named writer, within its scope, as one all-or-nothing commit.
+    pub async fn append_as(
+        &self,
+        writer: Writer,
+        commands: Vec<Command>,
+    ) -> Result<Vec<Receipt>, Error> {
         if commands.len() > self.shared.config.max_batch {
             return Err(Error::TooLarge(format!(
                 "a batch holds at most {} commands (max_batch), this one has {}",
@@ -282,7 +319,11 @@ impl Register {
         }
         let (reply, answer) = oneshot::channel();
         self.jobs
-            .send(writer::Job::Append { commands, reply })
+            .send(writer::Job::Append {
+                commands,
+                writer,
+                reply,
+            })
             .await
             .map_err(|_| shutting_down())?;
         answer.await.map_err(|_| shutting_down())?

@@ -22,7 +22,7 @@ use chrono::{DateTime, SubsecRound, Utc};
 use tokio::sync::{mpsc, oneshot};
 
 use super::staging::{Staged, View};
-use super::{LogHistory, Receipt, Recorded, Shared};
+use super::{LogHistory, Receipt, Recorded, Shared, Writer};
 use crate::domain::{decide, decide_correction, Change, Command, Context, Event};
 use crate::error::Error;
 use crate::projection::History;
@@ -35,6 +35,7 @@ const MAX_GROUP_EVENTS: usize = 20_000;
 pub(super) enum Job {
     Append {
         commands: Vec<Command>,
+        writer: Writer,
         reply: oneshot::Sender<Result<Vec<Receipt>, Error>>,
     },
     /// Finish what is queued before this, then stop.
@@ -62,9 +63,13 @@ pub(super) fn spawn(
                             stop = true;
                             break;
                         }
-                        Job::Append { commands, reply } => {
+                        Job::Append {
+                            commands,
+                            writer,
+                            reply,
+                        } => {
                             size += commands.len();
-                            group.push((commands, reply));
+                            group.push((commands, writer, reply));
                         }
                     }
                     if size < MAX_GROUP_EVENTS {
@@ -92,7 +97,7 @@ enum Outcome {
 
 type Reply = oneshot::Sender<Result<Vec<Receipt>, Error>>;
 
-fn commit(shared: &Arc<Shared>, group: Vec<(Vec<Command>, Reply)>, now: DateTime<Utc>) {
+fn commit(shared: &Arc<Shared>, group: Vec<(Vec<Command>, Writer, Reply)>, now: DateTime<Utc>) {
     let today = now.with_timezone(&shared.config.utc_offset).date_naive();
     let ctx = Context {
         today,
@@ -107,7 +112,7 @@ fn commit(shared: &Arc<Shared>, group: Vec<(Vec<Command>, Reply)>, now: DateTime
             .read()
             .expect("the roll lock is never held across a panic");
         let mut staged_group = Staged::over(&*roll);
-        for (commands, reply) in group {
+        for (commands, writer, reply) in group {
             let mut job = Staged::over(&staged_group);
             let first_event = events.len();
             let batch = commands.len() > 1;
@@ -120,6 +125,7 @@ fn commit(shared: &Arc<Shared>, group: Vec<(Vec<Command>, Reply)>, now: DateTime
                     now,
                     ctx,
                     events: &events,
+                    writer: &writer,
                 };
                 match staged.stage(&mut job, command) {
                     Ok(Decision::Append(event)) => {
@@ -276,9 +282,25 @@ struct Staging<'a> {
     ctx: Context<'a>,
     /// The group's events staged before this command.
     events: &'a [Event],
+    writer: &'a Writer,
 }
 
 impl Staging<'_> {
+    fn check_scope(
+        &self,
+        id: &crate::domain::HouseholdId,
+        region: crate::domain::RegionCode,
+    ) -> Result<(), Error> {
+        if self.writer.scope.allows(region) {
+            Ok(())
+        } else {
+            Err(Error::PermissionDenied(format!(
+                "{} may not write household {id} in region {region}: it is outside their scopes",
+                self.writer.actor
+            )))
+        }
+    }
+
     /// The event at `seq`, committed or staged in this group.
     fn event(&self, seq: u64) -> Result<Option<Event>, Error> {
         if seq > self.head.seq {
@@ -360,6 +382,16 @@ impl Staging<'_> {
             }
         }
         let before = current.as_ref().map(|(state, _)| state);
+        // The scope is checked before the rules, so that a refusal says nothing of a household
+        // the writer may not see; and again on the state left behind.
+        let target = match &command.change {
+            Change::Identify(identification) => Some(identification.region_code),
+            Change::Adjust(adjustment) => adjustment.relocate_to,
+            _ => None,
+        };
+        for region in before.map(|s| s.region_code).into_iter().chain(target) {
+            self.check_scope(id, region)?;
+        }
         let next = match &command.change {
             Change::Correct(correction) => {
                 let stream = self.stream(view, id, correction.target_seq)?;
@@ -374,11 +406,12 @@ impl Staging<'_> {
             version: version + 1,
             effective_date: command.effective_date,
             recorded_at: self.now,
-            actor: self.shared.config.actor.clone(),
+            actor: self.writer.actor.clone(),
             document_ref: command.document_ref.clone(),
             request_id: command.request_id.clone(),
             change: command.change.clone(),
         };
+        self.check_scope(id, next.region_code)?;
         view.record(
             id,
             before,

@@ -192,6 +192,24 @@ impl TestServer {
         limits: rollstore::api::Limits,
     ) -> Self {
         let register = Register::open(dir.path(), config).expect("the store opens");
+        let options = rollstore::api::Options {
+            limits,
+            ..Default::default()
+        };
+        Self::spawn(dir, register, options).await
+    }
+
+    /// A server with authentication and perhaps TLS.
+    pub async fn start_secured(dir: tempfile::TempDir, options: rollstore::api::Options) -> Self {
+        let register = Register::open(dir.path(), Config::default()).expect("the store opens");
+        Self::spawn(dir, register, options).await
+    }
+
+    async fn spawn(
+        dir: tempfile::TempDir,
+        register: Register,
+        options: rollstore::api::Options,
+    ) -> Self {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("a port");
@@ -200,7 +218,7 @@ impl TestServer {
         let task = tokio::spawn(rollstore::api::serve_with(
             listener,
             register,
-            limits,
+            options,
             async {
                 let _ = stopped.await;
             },
