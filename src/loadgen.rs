@@ -28,8 +28,8 @@ use tonic::transport::Channel;
 use crate::api::convert;
 use crate::domain::{
     Adjustment, Attribute, Cause, Change, Command, Date, ExitChecklist, ExitReason, ExitRecord,
-    Health, HouseholdId, IdNumber, Identification, Labor, Measure, MeasureKind, Member, Monitoring,
-    RegionCode, RelapseRecord, Relation, Schooling,
+    Health, HouseholdId, IdNumber, Identification, Labor, Member, Monitoring, RegionCode,
+    RelapseRecord, Relation, Schooling,
 };
 use crate::pb;
 
@@ -56,6 +56,9 @@ pub struct Options {
     pub mix: Mix,
     /// Distinguishes this run's households from earlier runs' on the same server.
     pub run: u32,
+    /// With the mixed load: stop identifying once this many households exist (in all), and
+    /// keep adjusting, exiting and relapsing them. `None`: no limit.
+    pub households: Option<u64>,
     pub seed: u64,
 }
 
@@ -144,6 +147,8 @@ struct Source {
     rng: ChaCha8Rng,
     mix: Mix,
     households: Vec<Known>,
+    /// This worker's share of `Options::households`.
+    cap: usize,
     people: u64,
     area: u32,
     region: RegionCode,
@@ -168,12 +173,16 @@ impl Source {
             village
         ))
         .expect("generated region codes are valid");
+        let cap = options.households.map_or(usize::MAX, |total| {
+            (total as usize).div_ceil(options.concurrency.max(1)).max(1)
+        });
         Self {
             worker,
             run: options.run,
             rng,
             mix: options.mix,
             households: Vec::new(),
+            cap,
             people: 0,
             area,
             region,
@@ -256,7 +265,8 @@ impl Source {
 
     fn next(&mut self, zipf: &Option<Zipf<f64>>) -> Command {
         let roll = self.rng.random_range(0..100);
-        if self.mix == Mix::Identify || self.households.len() < 64 || roll < 40 {
+        let room = self.households.len() < self.cap;
+        if room && (self.mix == Mix::Identify || self.households.len() < 64 || roll < 40) {
             return self.identify();
         }
         // Zipf over the households, newest most likely: a skewed, realistic population.
@@ -317,13 +327,16 @@ impl Source {
                 self.command(
                     &id,
                     last,
+                    // Income and monitoring, not measures: a Zipf-hot household takes thousands
+                    // of adjustments here, far more than any real one, and should not also
+                    // accumulate thousands of measures.
                     Change::Adjust(Adjustment {
                         income_per_capita: Some(income),
-                        measures: vec![Measure {
-                            year: last.format("%Y").to_string().parse().unwrap_or(2016),
-                            kind: MeasureKind::Industry,
-                            note: String::new(),
-                        }],
+                        monitoring: Some(if income < 4000 {
+                            Monitoring::Edge
+                        } else {
+                            Monitoring::NotMonitored
+                        }),
                         ..Adjustment::default()
                     }),
                 )

@@ -118,6 +118,10 @@ struct BenchArgs {
     /// Which commands to send.
     #[arg(long, value_enum, default_value_t = rollstore::loadgen::Mix::Identify)]
     mix: rollstore::loadgen::Mix,
+    /// With --mix mixed: stop identifying once this many households exist, and keep changing
+    /// them (to build a store of a given shape: N households, many events each).
+    #[arg(long)]
+    households: Option<u64>,
     /// Also write the report as JSON to this file.
     #[arg(long)]
     json: Option<PathBuf>,
@@ -624,10 +628,8 @@ async fn bench(args: BenchArgs) -> Result<(), String> {
     if args.concurrency == 0 || !args.seconds.is_finite() || args.seconds <= 0.0 {
         return Err("--concurrency and --seconds must be positive".into());
     }
-    let run = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs() as u32)
-        .unwrap_or(0);
+    // Each run's households are its own, even against a server loaded by an earlier run.
+    let run: u32 = rand::RngExt::random(&mut rand::rng());
     let report = rollstore::loadgen::run(rollstore::loadgen::Options {
         address: args.address,
         concurrency: args.concurrency,
@@ -636,6 +638,7 @@ async fn bench(args: BenchArgs) -> Result<(), String> {
         requests: args.requests,
         mix: args.mix,
         run,
+        households: args.households,
         seed: args.seed,
     })
     .await?;

@@ -120,17 +120,27 @@ impl Roll {
             None => (None, Vec::new(), Vec::new(), Timeline::default()),
         };
         seqs.push(event.seq);
-        let after = match &event.change {
+        // What the old state counted for, taken before the state is folded in place (a
+        // household's state is not cloned on the hot path).
+        let footprint = before.as_ref().map(|b| {
+            (
+                Snapshot::of(b),
+                b.active_members().cloned().collect::<Vec<IdNumber>>(),
+            )
+        });
+        let corrected = matches!(event.change, Change::Correct(_));
+        let (after, untouched) = match &event.change {
             Change::Correct(_) => {
                 let stream = history.events(&seqs)?;
-                timeline.restart(event.seq, &effective_events(&stream, None))
+                let after = timeline.restart(event.seq, &effective_events(&stream, None));
+                (after, before)
             }
             change => {
-                let after = apply(before.clone(), event.effective_date, change);
+                let after = apply(before, event.effective_date, change);
                 if let Some(state) = &after {
                     timeline.push(event.seq, event.effective_date, Snapshot::of(state));
                 }
-                after
+                (after, None)
             }
         };
         self.head = event.seq;
@@ -144,7 +154,7 @@ impl Roll {
         let Some(after) = after else {
             // Only an identify starts a household, and the rules refuse anything else first;
             // a log that says otherwise leaves the household as it was.
-            if let Some(state) = before {
+            if let Some(state) = untouched {
                 regions.push(state.region_code);
                 self.households.insert(
                     id.clone(),
@@ -159,23 +169,34 @@ impl Roll {
             return Ok(());
         };
         regions.push(after.region_code);
-        if let Some(before) = &before {
-            for person in before.active_members() {
+        if let Some((snapshot, members)) = &footprint {
+            for person in members {
                 if self.persons.get(person) == Some(id) {
                     self.persons.remove(person);
                 }
             }
-            self.by_region.remove(&(before.region_code, id.clone()));
-            stats::count(&mut self.tallies, &Snapshot::of(before), -1);
+            if snapshot.region_code != after.region_code {
+                self.by_region.remove(&(snapshot.region_code, id.clone()));
+            }
+            stats::count(&mut self.tallies, snapshot, -1);
         }
         for person in after.active_members() {
             self.persons.insert(person.clone(), id.clone());
         }
-        self.by_region.insert((after.region_code, id.clone()));
-        for region in timeline.regions() {
-            if !self.ever.contains(&(region, id.clone())) {
-                self.ever.insert((region, id.clone()));
+        let key = (after.region_code, id.clone());
+        if !self.by_region.contains(&key) {
+            self.by_region.insert(key.clone());
+        }
+        // A correction may bring back regions of any epoch; otherwise only the new one is new.
+        if corrected {
+            for region in timeline.regions() {
+                let key = (region, id.clone());
+                if !self.ever.contains(&key) {
+                    self.ever.insert(key);
+                }
             }
+        } else if !self.ever.contains(&key) {
+            self.ever.insert(key);
         }
         stats::count(&mut self.tallies, &Snapshot::of(&after), 1);
         self.households.insert(

@@ -1,0 +1,59 @@
+#!/usr/bin/env bash
+# A scale run you can repeat: build a store of HOUSEHOLDS households and about EVENTS events
+# through the gRPC load generator (AppendBatch of 1,000, the mixed load), then report load
+# time, disk size against the event bodies, the server's peak RSS, the restart time until it
+# serves, and the latency of single writes on the full store against an empty one.
+#
+#   HOUSEHOLDS=1000000 EVENTS=10000000 benches/scale-run.sh      # the issue's scale (~15 min)
+#   HOUSEHOLDS=100000 EVENTS=1000000 benches/scale-run.sh        # the default, a few minutes
+set -euo pipefail
+cd "$(dirname "$0")/.."
+HOUSEHOLDS=${HOUSEHOLDS:-100000}
+EVENTS=${EVENTS:-1000000}
+DIR=${DIR:-$(mktemp -d /tmp/rollstore-scale.XXXXXX)}
+PORT=${PORT:-50999}
+BIN=target/release/rollstore
+mkdir -p "$DIR"
+cargo build --release --quiet
+
+start_server() {
+    "$BIN" serve --data "$DIR/store" --listen "127.0.0.1:$PORT" 2>>"$DIR/server.log" &
+    SERVER=$!
+    local begun=$(date +%s%N)
+    until "$BIN" bench --address "127.0.0.1:$PORT" --concurrency 1 --requests 1 --seconds 5 >/dev/null 2>&1; do
+        sleep 0.05
+    done
+    STARTED_IN=$(( ($(date +%s%N) - begun) / 1000000 ))
+}
+
+peak_rss_mib() { awk '/VmHWM/ {printf "%.0f", $2/1024}' "/proc/$SERVER/status"; }
+
+echo "== scale run: $HOUSEHOLDS households, ~$EVENTS events, in $DIR"
+start_server
+"$BIN" bench --address "127.0.0.1:$PORT" --concurrency 32 --seconds 5 --json "$DIR/empty-single.json" | tail -4
+began=$(date +%s%N)
+"$BIN" bench --address "127.0.0.1:$PORT" --concurrency 4 --batch 1000 --mix mixed \
+    --households "$HOUSEHOLDS" --requests $((EVENTS / 1000)) --seconds 36000 --json "$DIR/load.json" | tail -5
+loaded_in=$(( ($(date +%s%N) - began) / 1000000000 ))
+"$BIN" bench --address "127.0.0.1:$PORT" --concurrency 32 --seconds 5 --json "$DIR/full-single.json" | tail -4
+rss=$(peak_rss_mib)
+kill -TERM "$SERVER"; wait "$SERVER" || true
+disk=$(du -sm "$DIR/store" | cut -f1)
+start_server
+restart=$STARTED_IN
+kill -TERM "$SERVER"; wait "$SERVER" || true
+bodies=$("$BIN" export --data "$DIR/store" --out "$DIR/export.jsonl" >/dev/null 2>&1; python3 -c "
+import json,sys
+n=0
+for line in open('$DIR/export.jsonl'):
+    n+=len(json.loads(line)['body'].encode())
+print(n//(1024*1024))")
+echo "== results"
+echo "load:     (${loaded_in} s wall) $(python3 -c "import json;d=json.load(open('$DIR/load.json'));print(f\"{d['events']} events in {d['seconds']:.0f} s = {d['events_per_second']:.0f} events/s\")")"
+echo "disk:     ${disk} MiB for ${bodies} MiB of event bodies ($(python3 -c "print(round($disk / max($bodies, 1), 2))")x)"
+echo "peak RSS: ${rss} MiB"
+echo "restart:  ${restart} ms until it serves (checkpoint + tail)"
+python3 -c "
+import json
+e=json.load(open('$DIR/empty-single.json')); f=json.load(open('$DIR/full-single.json'))
+print(f\"single writes, 32 clients: empty {e['events_per_second']:.0f}/s p99 {e['latency_ms']['p99']:.1f} ms; full {f['events_per_second']:.0f}/s p99 {f['latency_ms']['p99']:.1f} ms ({100*(f['events_per_second']/e['events_per_second']-1):+.0f}%)\")"
