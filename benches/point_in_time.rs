@@ -140,13 +140,7 @@ fn build(households: u64) -> (Log, Roll) {
             let exit = |_year: i32| {
                 Change::Exit(ExitRecord {
                     reason: ExitReason::LiftedOut,
-                    checklist: Some(ExitChecklist {
-                        food_and_clothing: true,
-                        compulsory_education: true,
-                        basic_medical_care: true,
-                        safe_housing: true,
-                        safe_drinking_water: true,
-                    }),
+                    checklist: Some(ExitChecklist::ALL_MET),
                     income_per_capita: Some(5000),
                     procedure: None,
                     note: String::new(),

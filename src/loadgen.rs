@@ -283,7 +283,7 @@ impl Source {
             (h.id.clone(), h.stage, h.cycle, h.last)
         };
         let year = 2017 + cycle;
-        let command = match (stage, roll) {
+        match (stage, roll) {
             (Stage::OnRoll, 70..=89) if year <= 2025 => {
                 let on = day(year, 11, 20);
                 self.households[index].stage = Stage::Exited;
@@ -293,13 +293,7 @@ impl Source {
                     on,
                     Change::Exit(ExitRecord {
                         reason: ExitReason::LiftedOut,
-                        checklist: Some(ExitChecklist {
-                            food_and_clothing: true,
-                            compulsory_education: true,
-                            basic_medical_care: true,
-                            safe_housing: true,
-                            safe_drinking_water: true,
-                        }),
+                        checklist: Some(ExitChecklist::ALL_MET),
                         income_per_capita: Some(9000),
                         procedure: None,
                         note: String::new(),
@@ -341,8 +335,7 @@ impl Source {
                     }),
                 )
             }
-        };
-        command
+        }
     }
 }
 

@@ -182,17 +182,12 @@ fn the_figures_hold_for_other_seeds_too() {
                 _ => decide(ctx, current.as_ref(), command, &roll).map(|_| ()),
             };
             accepted.unwrap_or_else(|e| panic!("seed {seed}: {command:?} refused: {e}"));
-            events.push(Event {
-                seq: events.len() as u64 + 1,
-                household_id: command.household_id.clone(),
-                version: version + 1,
-                effective_date: command.effective_date,
-                recorded_at: chrono::Utc::now(),
-                actor: "test".into(),
-                document_ref: command.document_ref.clone(),
-                request_id: command.request_id.clone(),
-                change: command.change.clone(),
-            });
+            events.push(command.recorded(
+                events.len() as u64 + 1,
+                version + 1,
+                chrono::Utc::now(),
+                "test",
+            ));
             roll.apply(events.last().unwrap(), &Log(&events)).unwrap();
         }
         let district = RegionPrefix::parse(baota::DISTRICT).unwrap();

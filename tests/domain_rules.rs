@@ -67,17 +67,7 @@ fn given(policy: &Policy, commands: &[rollstore::domain::Command]) -> Roll {
             .household(&command.household_id)
             .map_or(0, |e| e.version());
         roll.apply(
-            &Event {
-                seq: roll.head() + 1,
-                household_id: command.household_id.clone(),
-                version: version + 1,
-                effective_date: command.effective_date,
-                recorded_at: chrono::Utc::now(),
-                actor: "test".into(),
-                document_ref: command.document_ref.clone(),
-                request_id: None,
-                change: command.change.clone(),
-            },
+            &command.recorded(roll.head() + 1, version + 1, chrono::Utc::now(), "test"),
             &NoCorrections,
         )
         .expect("the roll follows accepted events");

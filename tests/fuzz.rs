@@ -29,17 +29,7 @@ fn seeds() -> Vec<Vec<u8>> {
 }
 
 fn body_seeds() -> Vec<Vec<u8>> {
-    let event = rollstore::domain::Event {
-        seq: 1,
-        household_id: hid("H1"),
-        version: 1,
-        effective_date: date("2016-03-01"),
-        recorded_at: chrono::Utc::now(),
-        actor: "a".into(),
-        document_ref: "d".into(),
-        request_id: None,
-        change: identify("H1", "2016-03-01", &[1, 2]).change,
-    };
+    let event = identify("H1", "2016-03-01", &[1, 2]).recorded(1, 1, chrono::Utc::now(), "a");
     vec![serde_json::to_vec(&event).unwrap()]
 }
 

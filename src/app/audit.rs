@@ -510,17 +510,7 @@ mod tests {
         for command in data.commands.iter().take(3_000) {
             let version = versions.entry(command.household_id.clone()).or_insert(0u64);
             *version += 1;
-            let event = crate::domain::Event {
-                seq: roll.head() + 1,
-                household_id: command.household_id.clone(),
-                version: *version,
-                effective_date: command.effective_date,
-                recorded_at: chrono::Utc::now(),
-                actor: "test".into(),
-                document_ref: command.document_ref.clone(),
-                request_id: command.request_id.clone(),
-                change: command.change.clone(),
-            };
+            let event = command.recorded(roll.head() + 1, *version, chrono::Utc::now(), "test");
             history_events.borrow_mut().push(event.clone());
             roll.apply(&event, &Events(&history_events)).unwrap();
         }

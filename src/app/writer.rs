@@ -400,17 +400,7 @@ impl Staging<'_> {
             _ => decide(self.ctx, before, command, &*view)?,
         };
         let seq = self.head.seq + self.events.len() as u64 + 1;
-        let event = Event {
-            seq,
-            household_id: id.clone(),
-            version: version + 1,
-            effective_date: command.effective_date,
-            recorded_at: self.now,
-            actor: self.writer.actor.clone(),
-            document_ref: command.document_ref.clone(),
-            request_id: command.request_id.clone(),
-            change: command.change.clone(),
-        };
+        let event = command.recorded(seq, version + 1, self.now, &self.writer.actor);
         self.check_scope(id, next.region_code)?;
         view.record(
             id,

@@ -91,6 +91,15 @@ pub struct ExitChecklist {
 }
 
 impl ExitChecklist {
+    /// Every item met.
+    pub const ALL_MET: ExitChecklist = ExitChecklist {
+        food_and_clothing: true,
+        compulsory_education: true,
+        basic_medical_care: true,
+        safe_housing: true,
+        safe_drinking_water: true,
+    };
+
     /// The items that are not met, by their Chinese and English names.
     pub fn unmet(&self) -> Vec<&'static str> {
         [
@@ -278,6 +287,27 @@ pub struct Command {
 }
 
 impl Command {
+    /// The event that records this command at `seq`, as version `version` of its household.
+    pub fn recorded(
+        &self,
+        seq: u64,
+        version: u64,
+        recorded_at: DateTime<Utc>,
+        actor: &str,
+    ) -> Event {
+        Event {
+            seq,
+            household_id: self.household_id.clone(),
+            version,
+            effective_date: self.effective_date,
+            recorded_at,
+            actor: actor.to_owned(),
+            document_ref: self.document_ref.clone(),
+            request_id: self.request_id.clone(),
+            change: self.change.clone(),
+        }
+    }
+
     /// Whether `event` records exactly this command: the test for an idempotent retry.
     /// `expected_version` is a precondition, not content, so it is not compared.
     pub fn is_recorded_by(&self, event: &Event) -> bool {

@@ -169,17 +169,12 @@ pub fn decide_correction(
         .fold(None, |state, e| apply(state, e.effective_date, e.change));
 
     // The stream as it would stand, re-decided from the first event.
-    let proposed = Event {
-        seq: stream.last().map_or(0, |e| e.seq) + 1,
-        household_id: household.clone(),
-        version: stream.len() as u64 + 1,
-        effective_date: command.effective_date,
-        recorded_at: chrono::DateTime::<chrono::Utc>::MIN_UTC,
-        actor: String::new(),
-        document_ref: command.document_ref.clone(),
-        request_id: None,
-        change: command.change.clone(),
-    };
+    let proposed = command.recorded(
+        stream.last().map_or(0, |e| e.seq) + 1,
+        stream.len() as u64 + 1,
+        chrono::DateTime::<chrono::Utc>::MIN_UTC,
+        "",
+    );
     let mut corrected: Vec<Event> = stream.to_vec();
     corrected.push(proposed);
     let mut state: Option<HouseholdState> = None;
