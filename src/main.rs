@@ -440,6 +440,9 @@ fn main() -> ExitCode {
         )
         .with_writer(std::io::stderr)
         .init();
+    // A panic (a bug, or sled on a damaged file) is logged as one line, not a stack trace;
+    // the caller turns what it can into an error that says what to do.
+    std::panic::set_hook(Box::new(|info| tracing::error!("internal error: {info}")));
     let cli = Cli::parse();
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,
@@ -477,8 +480,7 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
         ..Config::default()
     };
     let started = std::time::Instant::now();
-    let register = Register::open(&args.data, config)
-        .map_err(|e| format!("cannot open the store in {}: {e}", args.data.display()))?;
+    let register = Register::open(&args.data, config).map_err(|e| open_failed(&args.data, &e))?;
     let head = register.head();
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await

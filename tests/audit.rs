@@ -374,3 +374,20 @@ async fn a_rebuild_equals_the_incremental_projections() {
     assert_eq!(answers(&server).await, before);
     server.stop().await;
 }
+
+#[tokio::test]
+async fn a_damaged_store_is_refused_with_an_error_not_a_panic() {
+    let dir = history().await;
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .open(dir.path().join("db"))
+        .unwrap();
+    file.set_len(4096).unwrap();
+    drop(file);
+    let opened = rollstore::app::Register::open(dir.path(), Default::default());
+    match opened {
+        Err(rollstore::Error::Corrupt(why)) => assert!(!why.is_empty()),
+        Err(other) => panic!("expected Corrupt, got {other:?}"),
+        Ok(_) => panic!("a truncated store opened"),
+    }
+}

@@ -226,18 +226,23 @@ pub fn load_roll(log: &Log) -> Result<(Roll, String), Error> {
     let head = log.head();
     let (mut roll, from) = match checkpoint::read(log.dir()) {
         Ok((at, payload)) => {
-            let matches = at.seq <= head.seq
-                && (at.seq == 0 || log.get(at.seq)?.is_some_and(|e| e.hash == at.hash));
-            match (matches, postcard::from_bytes::<Roll>(&payload)) {
-                (true, Ok(roll)) if roll.head() == at.seq => (roll, at.seq),
-                (false, _) => {
-                    tracing::warn!(
-                        checkpoint_seq = at.seq,
-                        "the checkpoint does not match the log; replaying the whole log"
-                    );
-                    (Roll::default(), 0)
-                }
-                (true, _) => {
+            // The checkpoint remembers how far the log reached: a log that now ends before
+            // that, or holds another event there, lost or changed acknowledged events.
+            if at.seq > head.seq {
+                return Err(Error::Corrupt(format!(
+                    "the log ends at seq {}, but it reached seq {} when the checkpoint was taken: acknowledged events are missing; restore from an export",
+                    head.seq, at.seq
+                )));
+            }
+            if at.seq > 0 && !log.get(at.seq)?.is_some_and(|e| e.hash == at.hash) {
+                return Err(Error::Corrupt(format!(
+                    "event {} is not the one the checkpoint was taken at: the log was altered or replaced; run `rollstore verify`, and `rollstore rebuild` if the log is right",
+                    at.seq
+                )));
+            }
+            match postcard::from_bytes::<Roll>(&payload) {
+                Ok(roll) if roll.head() == at.seq => (roll, at.seq),
+                _ => {
                     tracing::warn!("the checkpoint does not decode; replaying the whole log");
                     (Roll::default(), 0)
                 }

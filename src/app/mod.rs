@@ -247,7 +247,13 @@ impl Register {
     /// starts the writer.
     pub fn open(dir: &Path, config: Config) -> Result<Self, Error> {
         let log = Log::open(dir)?;
-        let (roll, how) = audit::load_roll(&log)?;
+        let (roll, how) =
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| audit::load_roll(&log)))
+                .unwrap_or_else(|_| {
+                    Err(Error::Corrupt(
+                        "reading the log panicked inside sled".into(),
+                    ))
+                })?;
         tracing::info!(
             head = roll.head(),
             households = roll.households(),
@@ -604,6 +610,15 @@ impl Register {
 impl Shared {
     /// Writes the roll as a checkpoint (under the read lock while it is encoded).
     fn checkpoint(&self) -> Result<Head, Error> {
+        if let Some(reason) = self
+            .failed
+            .lock()
+            .expect("the failure lock is never held across a panic")
+            .clone()
+        {
+            // A roll that missed an event must not be saved as if it were whole.
+            return Err(Error::Unavailable(format!("no checkpoint: {reason}")));
+        }
         let roll = self
             .roll
             .read()

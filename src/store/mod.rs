@@ -118,8 +118,29 @@ struct Storage {
     file: File,
 }
 
+/// Runs `read` on sled, turning a panic (sled panics on some damaged files instead of
+/// returning an error) into `Corrupt`.
+fn unpanicked<T>(what: &str, read: impl FnOnce() -> Result<T, Error>) -> Result<T, Error> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(read)).unwrap_or_else(|panic| {
+        let message = panic
+            .downcast_ref::<&str>()
+            .map(|s| (*s).to_owned())
+            .or_else(|| panic.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "no message".into());
+        Err(Error::Corrupt(format!(
+            "sled could not read {what}: {message}"
+        )))
+    })
+}
+
 impl Storage {
     fn open(dir: &Path) -> Result<Self, Error> {
+        unpanicked(&format!("the store in {}", dir.display()), || {
+            Self::open_unguarded(dir)
+        })
+    }
+
+    fn open_unguarded(dir: &Path) -> Result<Self, Error> {
         let db = sled::Config::new()
             .path(dir)
             // Every commit flushes; a background flusher would only race with it.
@@ -178,7 +199,8 @@ impl Log {
             ))
         })?;
         let storage = Storage::open(dir)?;
-        let head = storage.last()?.map_or(Head::EMPTY, |entry| Head {
+        let last = unpanicked("the end of the log", || storage.last())?;
+        let head = last.map_or(Head::EMPTY, |entry| Head {
             seq: entry.seq,
             hash: entry.hash,
         });
