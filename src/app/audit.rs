@@ -234,7 +234,7 @@ pub fn load_roll(log: &Log) -> Result<(Roll, String), Error> {
                     head.seq, at.seq
                 )));
             }
-            if at.seq > 0 && !log.get(at.seq)?.is_some_and(|e| e.hash == at.hash) {
+            if at.seq > 0 && log.get(at.seq)?.is_none_or(|e| e.hash != at.hash) {
                 return Err(Error::Corrupt(format!(
                     "event {} is not the one the checkpoint was taken at: the log was altered or replaced; run `rollstore verify`, and `rollstore rebuild` if the log is right",
                     at.seq
