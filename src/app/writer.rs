@@ -371,6 +371,17 @@ impl Staging<'_> {
         }
         let id = &command.household_id;
         let current = view.household(id);
+        let before = current.as_ref().map(|(state, _)| state);
+        // The scope is checked before versions and rules, so that a refusal says nothing of a
+        // household the writer may not see; and again on the state left behind.
+        let target = match &command.change {
+            Change::Identify(identification) => Some(identification.region_code),
+            Change::Adjust(adjustment) => adjustment.relocate_to,
+            _ => None,
+        };
+        for region in before.map(|s| s.region_code).into_iter().chain(target) {
+            self.check_scope(id, region)?;
+        }
         let version = current.as_ref().map_or(0, |(_, version)| *version);
         if let Some(expected) = command.expected_version {
             if expected != version {
@@ -380,17 +391,6 @@ impl Staging<'_> {
                     actual: version,
                 });
             }
-        }
-        let before = current.as_ref().map(|(state, _)| state);
-        // The scope is checked before the rules, so that a refusal says nothing of a household
-        // the writer may not see; and again on the state left behind.
-        let target = match &command.change {
-            Change::Identify(identification) => Some(identification.region_code),
-            Change::Adjust(adjustment) => adjustment.relocate_to,
-            _ => None,
-        };
-        for region in before.map(|s| s.region_code).into_iter().chain(target) {
-            self.check_scope(id, region)?;
         }
         let next = match &command.change {
             Change::Correct(correction) => {
