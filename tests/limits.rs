@@ -23,17 +23,6 @@ async fn limited() -> TestServer {
     TestServer::start_limited(tempfile::tempdir().unwrap(), config, limits).await
 }
 
-async fn head(server: &TestServer) -> u64 {
-    server
-        .audit()
-        .await
-        .get_head(pb::GetHeadRequest {})
-        .await
-        .unwrap()
-        .into_inner()
-        .seq
-}
-
 #[tokio::test]
 async fn oversized_and_overlong_requests_name_their_limit() {
     let server = limited().await;
@@ -87,11 +76,11 @@ async fn oversized_and_overlong_requests_name_their_limit() {
             "{name}: {}",
             status.message()
         );
-        assert_eq!(head(&server).await, 0, "{name} appended something");
+        assert_eq!(server.head_seq().await, 0, "{name} appended something");
     }
     // Within every limit, the same server takes the write.
     send_batch(&mut registry, &batch(50)).await.unwrap();
-    assert_eq!(head(&server).await, 50);
+    assert_eq!(server.head_seq().await, 50);
 }
 
 #[tokio::test]

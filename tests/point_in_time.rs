@@ -72,17 +72,6 @@ async fn roster_at(server: &TestServer, point: Option<pb::PointInTime>) -> Vec<S
     ids
 }
 
-async fn head_seq(server: &TestServer) -> u64 {
-    server
-        .audit()
-        .await
-        .get_head(pb::GetHeadRequest {})
-        .await
-        .unwrap()
-        .into_inner()
-        .seq
-}
-
 /// An inspection finds a wrong exit (错退) and annuls it; the register before and after.
 #[tokio::test]
 async fn the_inspection_story() {
@@ -107,7 +96,7 @@ async fn the_inspection_story() {
         .unwrap();
 
     // 2019-03-01: the register as the inspection sees it.
-    let shown_on_2019_03_01 = head_seq(&server).await;
+    let shown_on_2019_03_01 = server.head_seq().await;
     assert!(
         roster_at(&server, at("2018-12-31", Some(shown_on_2019_03_01)))
             .await
@@ -294,7 +283,7 @@ async fn corrections_that_would_break_the_stream_are_refused() {
         Code::FailedPrecondition,
         "the only identification"
     );
-    let before = head_seq(&server).await;
+    let before = server.head_seq().await;
 
     let cases: Vec<(&str, Command, Code)> = vec![
         (
@@ -370,7 +359,7 @@ async fn corrections_that_would_break_the_stream_are_refused() {
     for (name, command, code) in cases {
         let status = send(&mut registry, &command).await.expect_err(name);
         assert_eq!(status.code(), code, "{name}: {status:?}");
-        assert_eq!(head_seq(&server).await, before, "{name} appended something");
+        assert_eq!(server.head_seq().await, before, "{name} appended something");
     }
     // Annulling the relapse first, then the exit, is the way.
     let first = send(

@@ -258,6 +258,17 @@ impl TestServer {
     pub async fn any_channel(&self) -> Channel {
         self.channel().await
     }
+
+    /// The seq at the head of the log.
+    pub async fn head_seq(&self) -> u64 {
+        self.audit()
+            .await
+            .get_head(pb::GetHeadRequest {})
+            .await
+            .expect("GetHead answers")
+            .into_inner()
+            .seq
+    }
 }
 
 /// Sends a domain command through the matching `Registry` RPC (not a batch).
