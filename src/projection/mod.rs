@@ -55,7 +55,8 @@ pub struct HouseholdEntry {
     /// The household's region just after each of those events, as recorded then: what a
     /// subscription filtered by region matches an event against.
     pub regions: Vec<RegionCode>,
-    pub timeline: Timeline,
+    /// Where its timeline is in `Roll::timelines`.
+    pub number: u32,
 }
 
 impl HouseholdEntry {
@@ -74,8 +75,11 @@ pub struct Roll {
     households: HashMap<HouseholdId, HouseholdEntry>,
     persons: HashMap<IdNumber, HouseholdId>,
     requests: HashMap<String, u64>,
-    by_region: BTreeSet<RosterKey>,
-    ever: BTreeSet<RosterKey>,
+    /// Every household's timeline, by household number: the region indexes point here
+    /// directly, so a scan of a region follows no hash lookups.
+    timelines: Vec<Timeline>,
+    by_region: BTreeMap<RosterKey, u32>,
+    ever: BTreeMap<RosterKey, u32>,
     tallies: BTreeMap<(RegionCode, Group), StatsRow>,
     /// `(recorded_at, last seq recorded then)`, one entry per distinct time, ascending.
     recorded: Vec<(DateTime<Utc>, u64)>,
@@ -115,10 +119,16 @@ impl Roll {
         }
         let id = &event.household_id;
         let previous = self.households.remove(id);
-        let (before, mut seqs, mut regions, mut timeline) = match previous {
-            Some(entry) => (Some(entry.state), entry.seqs, entry.regions, entry.timeline),
-            None => (None, Vec::new(), Vec::new(), Timeline::default()),
+        let (before, mut seqs, mut regions, number) = match previous {
+            Some(entry) => (Some(entry.state), entry.seqs, entry.regions, entry.number),
+            None => {
+                let number = u32::try_from(self.timelines.len())
+                    .map_err(|_| Error::Corrupt("more than 4 billion households".into()))?;
+                self.timelines.push(Timeline::default());
+                (None, Vec::new(), Vec::new(), number)
+            }
         };
+        let timeline = &mut self.timelines[number as usize];
         seqs.push(event.seq);
         // What the old state counted for, taken before the state is folded in place (a
         // household's state is not cloned on the hot path).
@@ -162,7 +172,7 @@ impl Roll {
                         state,
                         seqs,
                         regions,
-                        timeline,
+                        number,
                     },
                 );
             }
@@ -184,19 +194,17 @@ impl Roll {
             self.persons.insert(person.clone(), id.clone());
         }
         let key = (after.region_code, id.clone());
-        if !self.by_region.contains(&key) {
-            self.by_region.insert(key.clone());
+        if !self.by_region.contains_key(&key) {
+            self.by_region.insert(key.clone(), number);
         }
         // A correction may bring back regions of any epoch; otherwise only the new one is new.
         if corrected {
-            for region in timeline.regions() {
-                let key = (region, id.clone());
-                if !self.ever.contains(&key) {
-                    self.ever.insert(key);
-                }
+            let regions: Vec<RegionCode> = self.timelines[number as usize].regions().collect();
+            for region in regions {
+                self.ever.entry((region, id.clone())).or_insert(number);
             }
-        } else if !self.ever.contains(&key) {
-            self.ever.insert(key);
+        } else {
+            self.ever.entry(key).or_insert(number);
         }
         stats::count(&mut self.tallies, &Snapshot::of(&after), 1);
         self.households.insert(
@@ -205,7 +213,7 @@ impl Roll {
                 state: after,
                 seqs,
                 regions,
-                timeline,
+                number,
             },
         );
         Ok(())
@@ -248,9 +256,9 @@ impl Roll {
         };
         candidates
             .range((lower, Bound::Unbounded))
-            .take_while(move |(region, _)| *region <= last)
-            .filter_map(move |(region, id)| {
-                let snapshot = self.households.get(id)?.timeline.at(at)?;
+            .take_while(move |((region, _), _)| *region <= last)
+            .filter_map(move |((region, id), number)| {
+                let snapshot = self.timelines.get(*number as usize)?.at(at)?;
                 (snapshot.region_code == *region).then_some((id, snapshot))
             })
     }
@@ -322,8 +330,8 @@ impl Roll {
         let (first, last) = prefix.range();
         self.ever
             .range((first, HouseholdId::before_all())..)
-            .take_while(|(region, _)| *region <= last)
-            .map(|(_, id)| id)
+            .take_while(|((region, _), _)| *region <= last)
+            .map(|((_, id), _)| id)
             .collect()
     }
 
@@ -342,18 +350,21 @@ impl Roll {
         let window = k1.min(k2)..=k1.max(k2);
         let mut changes = Vec::new();
         for id in self.ever_under(prefix) {
-            let Some(entry) = self.households.get(id) else {
+            let Some(timeline) = self
+                .households
+                .get(id)
+                .and_then(|entry| self.timelines.get(entry.number as usize))
+            else {
                 continue;
             };
-            let (before, after) = (entry.timeline.at(from), entry.timeline.at(to));
+            let (before, after) = (timeline.at(from), timeline.at(to));
             let entered = match (on_roster(&before), on_roster(&after)) {
                 (false, true) => true,
                 (true, false) => false,
                 _ => continue,
             };
             let corrected = k1 != k2
-                && entry
-                    .timeline
+                && timeline
                     .corrections()
                     .any(|c| window.contains(&c) && c != *window.start());
             let other = if entered { before } else { after };
