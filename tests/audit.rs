@@ -254,6 +254,13 @@ async fn tampering_is_detected_at_the_seq_it_touches() {
     assert!(!answer.ok);
     assert_eq!((answer.first_bad_seq, answer.verified_seq), (7, 6));
     let dir = server.stop().await;
+    // A start-up that has to replay the log (no checkpoint) refuses the broken chain.
+    std::fs::remove_file(dir.path().join("roll.checkpoint")).unwrap();
+    match rollstore::app::Register::open(dir.path(), Default::default()) {
+        Err(rollstore::Error::Corrupt(why)) => assert!(why.contains("event 7"), "{why}"),
+        Err(other) => panic!("expected Corrupt, got {other:?}"),
+        Ok(_) => panic!("a broken chain was served"),
+    }
     drop(dir);
 
     // One event dropped.

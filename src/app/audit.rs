@@ -255,8 +255,24 @@ pub fn load_roll(log: &Log) -> Result<(Roll, String), Error> {
         }
     };
     let history = LogHistory(log);
+    // The events read anyway are checked against the chain as they are read: a start-up that
+    // replays reports a broken chain instead of serving it. (Before the checkpoint, the
+    // checkpoint's own hash anchors the log; `rollstore verify` re-hashes all of it.)
+    let mut previous = if from == 0 {
+        GENESIS
+    } else {
+        log.get(from)?.map_or(GENESIS, |e| e.hash)
+    };
     for entry in log.scan(from + 1) {
-        let recorded = Recorded::decode(entry?)?;
+        let entry = entry?;
+        if chain(&previous, &entry.body) != entry.hash {
+            return Err(Error::Corrupt(format!(
+                "the hash chain breaks at event {}: its body or hash was altered, or an event before it was dropped or moved; run `rollstore verify` and restore from an export",
+                entry.seq
+            )));
+        }
+        previous = entry.hash;
+        let recorded = Recorded::decode(entry)?;
         roll.apply(&recorded.event, &history)?;
     }
     let how = if from == 0 {
