@@ -141,21 +141,35 @@ impl Storage {
     }
 
     fn open_unguarded(dir: &Path) -> Result<Self, Error> {
-        let db = sled::Config::new()
+        let config = sled::Config::new()
             .path(dir)
             // Every commit flushes; a background flusher would only race with it.
             .flush_every_ms(None)
-            .cache_capacity(256 * 1024 * 1024)
-            .open()
-            .map_err(|e| match e {
-                sled::Error::Io(io) if io.kind() != std::io::ErrorKind::StorageFull => {
-                    Error::Io(format!(
-                        "cannot open the store in {}: {io} (is another rollstore using it?)",
-                        dir.display()
-                    ))
+            .cache_capacity(256 * 1024 * 1024);
+        // sled releases its file lock from a background thread after the last handle of a
+        // closed database is dropped; an immediate reopen in the same process (a recovery, a
+        // restart in tests) can find it still held for a moment. Wait for it, briefly.
+        let mut attempts = 0;
+        let opened = loop {
+            match config.open() {
+                Err(sled::Error::Io(io))
+                    if io.kind() == std::io::ErrorKind::WouldBlock && attempts < 100 =>
+                {
+                    attempts += 1;
+                    std::thread::sleep(std::time::Duration::from_millis(20));
                 }
-                other => Error::from(other),
-            })?;
+                other => break other,
+            }
+        };
+        let db = opened.map_err(|e| match e {
+            sled::Error::Io(io) if io.kind() != std::io::ErrorKind::StorageFull => {
+                Error::Io(format!(
+                    "cannot open the store in {}: {io} (is another rollstore using it?)",
+                    dir.display()
+                ))
+            }
+            other => Error::from(other),
+        })?;
         let file = File::open(dir.join("db"))
             .map_err(|e| Error::Io(format!("cannot open {}/db to sync it: {e}", dir.display())))?;
         Ok(Self { db, file })
