@@ -213,7 +213,16 @@ async fn history() -> tempfile::TempDir {
 }
 
 fn tamper(dir: &std::path::Path, change: impl FnOnce(&sled::Db)) {
-    let db = sled::open(dir).unwrap();
+    // sled may still be releasing the stopped server's file lock for a moment.
+    let mut opened = sled::open(dir);
+    for _ in 0..100 {
+        if opened.is_ok() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        opened = sled::open(dir);
+    }
+    let db = opened.unwrap();
     change(&db);
     db.flush().unwrap();
 }
