@@ -152,8 +152,9 @@ impl Storage {
         let mut attempts = 0;
         let opened = loop {
             match config.open() {
+                // sled reports a held lock as an `Other` error whose text says so.
                 Err(sled::Error::Io(io))
-                    if io.kind() == std::io::ErrorKind::WouldBlock && attempts < 100 =>
+                    if io.to_string().contains("could not acquire lock") && attempts < 250 =>
                 {
                     attempts += 1;
                     std::thread::sleep(std::time::Duration::from_millis(20));
