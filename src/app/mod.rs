@@ -406,8 +406,24 @@ impl Register {
     }
 
     /// The last committed position of the log.
+    ///
+    /// This is the head the roll has applied, not the log's own (which moves a moment earlier,
+    /// after the fsync and before the roll): a `known_at` taken from it is always accepted.
     pub fn head(&self) -> Head {
-        self.shared.log.head()
+        let committed = *self.shared.committed.borrow();
+        let log = self.shared.log.head();
+        if log.seq == committed {
+            return log;
+        }
+        match self.shared.log.get(committed) {
+            Ok(Some(entry)) => Head {
+                seq: committed,
+                hash: entry.hash,
+            },
+            // Seq 0, or the log is unreadable for a moment: the log's head is the best answer.
+            _ if committed == 0 => Head::EMPTY,
+            _ => log,
+        }
     }
 
     /// Resolves a caller's point in time against the roll. A `known_at` past the head is
