@@ -111,7 +111,7 @@ fn build(households: u64) -> (Log, Roll) {
             identified,
             Change::Identify(Identification {
                 region_code: region,
-                head_id: members[0].id_number.clone(),
+                head_id: members[0].id_number,
                 members,
                 attribute: Attribute::General,
                 primary_cause: Cause::Illness,

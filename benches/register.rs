@@ -15,6 +15,10 @@ use rollstore::domain::{
 use rollstore::projection::Roll;
 use rollstore::store::Log;
 
+/// The server's allocator (see `src/main.rs`), so that these figures are the server's.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn day(y: i32, m: u32, d: u32) -> Date {
     NaiveDate::from_ymd_opt(y, m, d).unwrap()
 }
@@ -51,7 +55,7 @@ fn identify(n: u64) -> Command {
         request_id: None,
         change: Change::Identify(Identification {
             region_code: RegionCode::parse("610602201001").unwrap(),
-            head_id: members[0].id_number.clone(),
+            head_id: members[0].id_number,
             members,
             attribute: Attribute::General,
             primary_cause: Cause::Illness,

@@ -240,7 +240,7 @@ impl Source {
             on,
             Change::Identify(Identification {
                 region_code: self.region,
-                head_id: members[0].id_number.clone(),
+                head_id: members[0].id_number,
                 members,
                 attribute: Attribute::General,
                 primary_cause: Cause::LackOfFunds,

@@ -133,7 +133,7 @@ fn the_generator_is_deterministic_and_its_identities_are_valid() {
                 "{id} born after {}",
                 command.effective_date
             );
-            assert!(seen.insert(id.clone()), "{id} appears twice");
+            assert!(seen.insert(*id), "{id} appears twice");
         }
     }
 }

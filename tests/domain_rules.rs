@@ -730,7 +730,7 @@ fn the_fold_keeps_history() {
     let state = &entry.state;
     assert_eq!(state.status, Status::OnRoll);
     assert_eq!(state.region_code, region(OTHER_VILLAGE));
-    let ids: Vec<_> = state.members.iter().map(|m| m.id_number.clone()).collect();
+    let ids: Vec<_> = state.members.iter().map(|m| m.id_number).collect();
     assert_eq!(ids, vec![person(1), person(3), person(4)]);
     assert_eq!(state.identified_on, date("2015-03-01"));
     assert_eq!(state.exited_on, None);

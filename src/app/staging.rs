@@ -1,15 +1,21 @@
-//! What a group commit has decided but not yet committed, layered over the roll.
+//! What the writer has decided but the roll has not applied yet, layered over the roll.
 //!
 //! ```text
 //!   job layer   (one request: a batch is all or nothing, so it stages apart)
-//!     └ group layer   (every job of this commit that was accepted so far)
-//!         └ Roll      (committed, under the read lock)
+//!     └ group layer   (every job of this group that was accepted so far)
+//!         └ in flight   (groups handed to the committer, newest first, not yet in the roll)
+//!             └ Roll    (applied, under the read lock)
 //! ```
 //!
 //! A lookup falls through the layers top-down; an accepted job's layer is absorbed into the
-//! group's, a refused one's is dropped. Nothing here touches the roll or the disk.
+//! group's, a refused one's is dropped, and a group's layer stays in flight until the roll has
+//! applied its last event. Every layer holds absolute values (a household's whole state and
+//! version, a person's household), never deltas, so a layer that the roll has already caught
+//! up with says the same as the roll: the writer may drop it a little late without harm.
+//! Nothing here touches the roll or the disk.
 
-use std::collections::HashMap;
+// The same fast, per-process-seeded hash as the roll's maps (see `projection`).
+use foldhash::HashMap;
 
 use crate::domain::{HouseholdId, HouseholdState, IdNumber, PersonDirectory};
 use crate::projection::Roll;
@@ -22,7 +28,7 @@ pub(super) trait View {
     fn person(&self, person: &IdNumber) -> Option<HouseholdId>;
     /// The seq of the event that `request_id` produced, if any.
     fn request(&self, request_id: &str) -> Option<u64>;
-    /// The seqs of a household's committed events (staged ones are not in the roll yet).
+    /// The seqs of a household's events in the roll (staged and in-flight ones are not).
     fn committed_seqs(&self, id: &HouseholdId) -> Vec<u64>;
 }
 
@@ -53,6 +59,48 @@ pub(super) struct Changes {
     requests: HashMap<String, u64>,
 }
 
+/// Groups the committer has not applied to the roll yet, oldest first, each with its last
+/// seq, over the roll.
+pub(super) struct InFlight<'a> {
+    pub roll: &'a Roll,
+    pub groups: &'a std::collections::VecDeque<(u64, Changes)>,
+}
+
+impl<'a> InFlight<'a> {
+    /// The newest in-flight answer to `lookup`, if any group has one.
+    fn newest<T>(&self, lookup: impl Fn(&'a Changes) -> Option<T>) -> Option<T> {
+        self.groups
+            .iter()
+            .rev()
+            .find_map(|(_, changes)| lookup(changes))
+    }
+}
+
+impl View for InFlight<'_> {
+    fn household(&self, id: &HouseholdId) -> Option<(HouseholdState, u64)> {
+        match self.newest(|c| c.households.get(id)) {
+            Some(staged) => Some(staged.clone()),
+            None => View::household(self.roll, id),
+        }
+    }
+
+    fn person(&self, person: &IdNumber) -> Option<HouseholdId> {
+        match self.newest(|c| c.persons.get(person)) {
+            Some(staged) => staged.clone(),
+            None => View::person(self.roll, person),
+        }
+    }
+
+    fn request(&self, request_id: &str) -> Option<u64> {
+        self.newest(|c| c.requests.get(request_id).copied())
+            .or_else(|| View::request(self.roll, request_id))
+    }
+
+    fn committed_seqs(&self, id: &HouseholdId) -> Vec<u64> {
+        View::committed_seqs(self.roll, id)
+    }
+}
+
 pub(super) struct Staged<'a> {
     base: &'a dyn View,
     changes: Changes,
@@ -78,13 +126,11 @@ impl<'a> Staged<'a> {
     ) {
         if let Some(before) = before {
             for person in before.active_members() {
-                self.changes.persons.insert(person.clone(), None);
+                self.changes.persons.insert(*person, None);
             }
         }
         for person in after.active_members() {
-            self.changes
-                .persons
-                .insert(person.clone(), Some(id.clone()));
+            self.changes.persons.insert(*person, Some(id.clone()));
         }
         if let Some((request_id, seq)) = request {
             self.changes.requests.insert(request_id.to_owned(), seq);

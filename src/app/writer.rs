@@ -1,27 +1,36 @@
-//! The one writer: takes every job waiting, decides them, commits them with one flush + fsync,
-//! moves the roll, and answers.
+//! The one writer, as a two-stage pipeline: the decider decides and encodes jobs as they arrive
+//! and leaves them in the hand-off; the committer takes everything waiting there as one group,
+//! commits it with one flush + fsync, moves the roll, and answers. Deciding the next group
+//! overlaps with syncing this one, and the next group is closed only when the committer is free
+//! to take it, so it holds every job that arrived during the sync (group commit).
 //!
 //! ```text
-//!   wait for a job ─▶ take all that are queued (up to MAX_GROUP_EVENTS commands)
-//!        ▲                │
-//!        │                ▼  decide each job against Roll + group layer (staging)
-//!        │           Log::append(bodies)            one durable commit for the whole group
-//!        │                │
-//!        │                ▼  Roll::apply(events)   under the write lock, after the fsync
-//!        └──────── answer every job
+//!   decider thread                                   committer thread
+//!   ──────────────                                   ────────────────
+//!   wait for jobs; take all queued
+//!   decide each against roll + in flight (staging)
+//!   encode the events ──▶ hand-off (parts) ──taken──▶ Log::append(bodies): one durable commit
+//!   decide the next jobs meanwhile        when free   Roll::apply(events), under the write lock
+//!                                                     answer every job of the group
+//!                              ◀──────── epoch ────── (moves only if a commit failed)
 //! ```
 //!
 //! A job whose commands break a rule is answered with that error and leaves nothing behind;
-//! the rest of the group still commits. If the commit itself fails, every job of the group is
-//! answered with the failure and neither the log head nor the roll moves.
+//! the rest of the group still commits. Parts commit in the order they were decided. If a
+//! commit fails, every job of that group is answered with the failure, neither the log head nor
+//! the roll moves, and the committer advances its *epoch*: every part decided before the
+//! decider saw the new epoch was decided over the failed one, so it is refused unwritten
+//! (`Unavailable`, retry), and the decider drops what it had in flight.
 
-use std::sync::Arc;
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 
 use chrono::{DateTime, SubsecRound, Utc};
 use tokio::sync::{mpsc, oneshot};
 
-use super::staging::{Staged, View};
+use super::staging::{Changes, InFlight, Staged, View};
 use super::{LogHistory, Receipt, Recorded, Shared, Writer};
 use crate::domain::{decide, decide_correction, Change, Command, Context, Event};
 use crate::error::Error;
@@ -42,16 +51,154 @@ pub(super) enum Job {
     Stop,
 }
 
+type Reply = oneshot::Sender<Result<Vec<Receipt>, Error>>;
+
+/// What one command came to.
+enum Outcome {
+    /// Appended as the event at this seq, in this group.
+    Appended(u64),
+    /// Its request_id had already produced the event at this seq, with the same content.
+    Replay(u64),
+}
+
+/// Decided jobs, on their way from the decider to the committer.
+#[derive(Default)]
+struct Part {
+    /// The committer's epoch the part was decided in.
+    epoch: u64,
+    /// The part's events, in seq order, and their encoded bodies.
+    events: Vec<Arc<Event>>,
+    bodies: Vec<Vec<u8>>,
+    answers: Vec<(Reply, Result<Vec<Outcome>, Error>)>,
+}
+
+/// Where decided parts wait for the committer.
+#[derive(Default)]
+struct Handoff {
+    waiting: Mutex<Waiting>,
+    /// Signalled when parts arrive, when the committer takes them, and at the end.
+    changed: Condvar,
+}
+
+#[derive(Default)]
+struct Waiting {
+    parts: Vec<Part>,
+    events: usize,
+    /// The decider has stopped: once `parts` is empty, so does the committer.
+    closed: bool,
+}
+
+impl Handoff {
+    fn lock(&self) -> MutexGuard<'_, Waiting> {
+        self.waiting
+            .lock()
+            .expect("the hand-off lock is never held across a panic")
+    }
+
+    /// Leaves a part for the committer, first waiting while a full group is already waiting,
+    /// so that a fast decider cannot run arbitrarily far ahead of the disk.
+    fn put(&self, part: Part) {
+        let mut waiting = self.lock();
+        while waiting.events >= MAX_GROUP_EVENTS {
+            waiting = self
+                .changed
+                .wait(waiting)
+                .expect("the hand-off lock is never held across a panic");
+        }
+        waiting.events += part.events.len();
+        waiting.parts.push(part);
+        self.changed.notify_all();
+    }
+
+    /// Takes every part waiting, waiting for one if there is none; `None` once closed and empty.
+    fn take(&self) -> Option<Vec<Part>> {
+        let mut waiting = self.lock();
+        while waiting.parts.is_empty() && !waiting.closed {
+            waiting = self
+                .changed
+                .wait(waiting)
+                .expect("the hand-off lock is never held across a panic");
+        }
+        if waiting.parts.is_empty() {
+            return None;
+        }
+        waiting.events = 0;
+        self.changed.notify_all();
+        Some(std::mem::take(&mut waiting.parts))
+    }
+
+    fn close(&self) {
+        self.lock().closed = true;
+        self.changed.notify_all();
+    }
+}
+
+/// What the decider has handed to the committer that the roll has not applied yet.
+#[derive(Default)]
+struct Pending {
+    /// The committer's epoch these were decided in.
+    epoch: u64,
+    /// The seq of the last event the roll had applied when `events` was last trimmed.
+    base: u64,
+    /// Every decided event after `base`, in seq order.
+    events: Vec<Arc<Event>>,
+    /// Each in-flight group's staged changes, oldest first, with its last seq.
+    groups: VecDeque<(u64, Changes)>,
+}
+
+impl Pending {
+    /// Forgets what the roll has applied by now (`applied`), or everything if a commit failed
+    /// since (`epoch` moved): then nothing in flight will ever be applied.
+    fn catch_up(&mut self, applied: u64, epoch: u64) {
+        if epoch != self.epoch {
+            *self = Pending {
+                epoch,
+                base: applied,
+                ..Pending::default()
+            };
+            return;
+        }
+        let done = usize::try_from(applied.saturating_sub(self.base))
+            .expect("fewer events are in flight than fit in memory")
+            .min(self.events.len());
+        self.events.drain(..done);
+        self.base = applied;
+        while self
+            .groups
+            .front()
+            .is_some_and(|(last, _)| *last <= applied)
+        {
+            self.groups.pop_front();
+        }
+    }
+}
+
 pub(super) fn spawn(
     shared: Arc<Shared>,
     mut jobs: mpsc::Receiver<Job>,
 ) -> Result<JoinHandle<()>, Error> {
+    let epoch = Arc::new(AtomicU64::new(0));
+    let handoff = Arc::new(Handoff::default());
+    let committer = {
+        let shared = shared.clone();
+        let epoch = epoch.clone();
+        let handoff = handoff.clone();
+        std::thread::Builder::new()
+            .name("rollstore-commit".into())
+            .spawn(move || {
+                while let Some(parts) = handoff.take() {
+                    commit(&shared, &epoch, parts);
+                }
+            })
+            .map_err(|e| Error::Io(format!("cannot start the committer thread: {e}")))?
+    };
     std::thread::Builder::new()
         .name("rollstore-writer".into())
         .spawn(move || {
             // recorded_at never goes backwards, even if the clock does, so that "known at a
             // time" always names a prefix of the log.
             let mut clock = DateTime::<Utc>::MIN_UTC;
+            let mut pending = Pending::default();
             while let Some(first) = jobs.blocking_recv() {
                 let mut group = Vec::new();
                 let mut stop = false;
@@ -77,96 +224,166 @@ pub(super) fn spawn(
                     }
                 }
                 clock = clock.max(shared.config.clock.now().trunc_subsecs(6));
-                commit(&shared, group, clock);
+                handoff.put(decide_part(&shared, &epoch, &mut pending, group, clock));
                 if stop {
                     break;
                 }
             }
             // Jobs still queued are dropped here; their callers are told the server is stopping.
+            // Parts already handed over are committed before the writer counts as stopped.
+            handoff.close();
+            if committer.join().is_err() {
+                tracing::error!("the committer panicked");
+            }
         })
         .map_err(|e| Error::Io(format!("cannot start the writer thread: {e}")))
 }
 
-/// What one command came to.
-enum Outcome {
-    /// Appended as the event at this index of the group's events.
-    Appended(usize),
-    /// Its request_id had already produced the event at this seq, with the same content.
-    Replay(u64),
-}
-
-type Reply = oneshot::Sender<Result<Vec<Receipt>, Error>>;
-
-fn commit(shared: &Arc<Shared>, group: Vec<(Vec<Command>, Writer, Reply)>, now: DateTime<Utc>) {
+/// Decides and encodes jobs against the roll and what is in flight.
+fn decide_part(
+    shared: &Shared,
+    epoch: &AtomicU64,
+    pending: &mut Pending,
+    jobs: Vec<(Vec<Command>, Writer, Reply)>,
+    now: DateTime<Utc>,
+) -> Part {
     let today = now.with_timezone(&shared.config.utc_offset).date_naive();
     let ctx = Context {
         today,
         policy: &shared.config.policy,
     };
-    let head = shared.log.head();
-    let mut events: Vec<Event> = Vec::new();
-    let mut answers: Vec<(Reply, Result<Vec<Outcome>, Error>)> = Vec::new();
-    {
-        let roll = shared
-            .roll
-            .read()
-            .expect("the roll lock is never held across a panic");
-        let mut staged_group = Staged::over(&*roll);
-        for (commands, writer, reply) in group {
-            let mut job = Staged::over(&staged_group);
-            let first_event = events.len();
-            let batch = commands.len() > 1;
-            let mut outcomes = Vec::with_capacity(commands.len());
-            let mut failure = None;
-            for (i, command) in commands.iter().enumerate() {
-                let staged = Staging {
-                    shared,
-                    head,
-                    now,
-                    ctx,
-                    events: &events,
-                    writer: &writer,
-                };
-                match staged.stage(&mut job, command) {
-                    Ok(Decision::Append(event)) => {
-                        outcomes.push(Outcome::Appended(events.len()));
-                        events.push(*event);
+    let roll = shared
+        .roll
+        .read()
+        .expect("the roll lock is never held across a panic");
+    // Read under the roll's lock: the committer moves the epoch before it applies anything
+    // further, so an epoch read here is never older than the roll read with it.
+    let current = epoch.load(Ordering::SeqCst);
+    pending.catch_up(roll.head(), current);
+    let first = pending.events.len();
+    let mut bodies = Vec::new();
+    let mut answers = Vec::with_capacity(jobs.len());
+    let view = InFlight {
+        roll: &roll,
+        groups: &pending.groups,
+    };
+    let mut group_layer = Staged::over(&view);
+    for (commands, writer, reply) in jobs {
+        let mut job = Staged::over(&group_layer);
+        let first_event = pending.events.len();
+        let batch = commands.len() > 1;
+        let mut outcomes = Vec::with_capacity(commands.len());
+        let mut failure = None;
+        for (i, command) in commands.iter().enumerate() {
+            let staging = Staging {
+                shared,
+                base: pending.base,
+                now,
+                ctx,
+                events: &pending.events,
+                writer: &writer,
+            };
+            let staged = staging
+                .stage(&mut job, command)
+                .and_then(|decision| match decision {
+                    Decision::Append(event) => {
+                        let body = serde_json::to_vec(&event).map_err(|e| {
+                            Error::Io(format!("cannot encode event {}: {e}", event.seq))
+                        })?;
+                        Ok((Outcome::Appended(event.seq), Some((event, body))))
                     }
-                    Ok(Decision::Replay(seq)) => outcomes.push(Outcome::Replay(seq)),
-                    Err(error) => {
-                        failure = Some(if batch {
-                            error.within(&format!("commands[{i}]"))
-                        } else {
-                            error
-                        });
-                        break;
+                    Decision::Replay(seq) => Ok((Outcome::Replay(seq), None)),
+                });
+            match staged {
+                Ok((outcome, appended)) => {
+                    outcomes.push(outcome);
+                    if let Some((event, body)) = appended {
+                        pending.events.push(Arc::new(*event));
+                        bodies.push(body);
                     }
                 }
-            }
-            match failure {
-                None => {
-                    let changes = job.into_changes();
-                    staged_group.absorb(changes);
-                    answers.push((reply, Ok(outcomes)));
-                }
-                Some(error) => {
-                    events.truncate(first_event);
-                    answers.push((reply, Err(error)));
+                Err(error) => {
+                    failure = Some(if batch {
+                        error.within(&format!("commands[{i}]"))
+                    } else {
+                        error
+                    });
+                    break;
                 }
             }
         }
+        match failure {
+            None => {
+                let changes = job.into_changes();
+                group_layer.absorb(changes);
+                answers.push((reply, Ok(outcomes)));
+            }
+            Some(error) => {
+                bodies.truncate(bodies.len() - (pending.events.len() - first_event));
+                pending.events.truncate(first_event);
+                answers.push((reply, Err(error)));
+            }
+        }
     }
+    let changes = group_layer.into_changes();
+    let events = pending.events[first..].to_vec();
+    if let Some(last) = events.last() {
+        pending.groups.push_back((last.seq, changes));
+    }
+    Part {
+        epoch: current,
+        events,
+        bodies,
+        answers,
+    }
+}
 
-    let committed = if events.is_empty() {
+/// Commits the parts waiting as one group, applies it to the roll, and answers its jobs.
+fn commit(shared: &Arc<Shared>, epoch: &AtomicU64, parts: Vec<Part>) {
+    let stopped = shared
+        .failed
+        .lock()
+        .expect("the failure lock is never held across a panic")
+        .clone();
+    let mut group = Part::default();
+    for part in parts {
+        let refusal = if part.epoch != epoch.load(Ordering::SeqCst) {
+            Some(Error::Unavailable(
+                "an earlier commit failed and this write was decided after it, so it was not appended; retry".into(),
+            ))
+        } else {
+            stopped.as_ref().map(|reason| {
+                Error::Unavailable(format!(
+                    "writes are stopped: {reason}; restart the server to rebuild the projections from the log"
+                ))
+            })
+        };
+        match refusal {
+            Some(error) => {
+                for (reply, _) in part.answers {
+                    let _ = reply.send(Err(error.clone()));
+                }
+            }
+            // Parts of the current epoch follow every refused one and continue the log.
+            None => {
+                group.events.extend(part.events);
+                group.bodies.extend(part.bodies);
+                group.answers.extend(part.answers);
+            }
+        }
+    }
+    let committed = if group.events.is_empty() {
         Ok(Vec::new())
     } else {
-        append(shared, &events)
+        append(shared, &group.events, &group.bodies)
     };
     let positions = match committed {
         Ok(positions) => positions,
         Err(error) => {
-            tracing::error!(%error, events = events.len(), "commit failed; nothing was appended");
-            for (reply, _) in answers {
+            tracing::error!(%error, events = group.events.len(), "commit failed; nothing was appended");
+            // Before anything else is applied: see `decide_group`.
+            epoch.fetch_add(1, Ordering::SeqCst);
+            for (reply, _) in group.answers {
                 let _ = reply.send(Err(error.clone()));
             }
             return;
@@ -178,7 +395,7 @@ fn commit(shared: &Arc<Shared>, group: Vec<(Vec<Command>, Writer, Reply)>, now: 
             .write()
             .expect("the roll lock is never held across a panic");
         let history = LogHistory(&shared.log);
-        for event in &events {
+        for event in &group.events {
             if let Err(error) = roll.apply(event, &history) {
                 // The events are durable and every job is still answered truthfully, but the
                 // roll no longer matches the log: stop taking writes until a rebuild.
@@ -196,65 +413,59 @@ fn commit(shared: &Arc<Shared>, group: Vec<(Vec<Command>, Writer, Reply)>, now: 
         shared.committed.send_replace(roll.head());
     }
     shared.maybe_checkpoint();
-    for (reply, outcome) in answers {
+    for (reply, outcome) in group.answers {
         let receipts = outcome.and_then(|outcomes| {
             outcomes
                 .into_iter()
-                .map(|outcome| receipt(shared, head, &events, &positions, outcome))
+                .map(|outcome| receipt(shared, &group.events, &positions, outcome))
                 .collect()
         });
         let _ = reply.send(receipts);
     }
 }
 
-/// Encodes the events and appends them durably.
-fn append(shared: &Shared, events: &[Event]) -> Result<Vec<Head>, Error> {
-    let bodies = events
-        .iter()
-        .map(|event| {
-            serde_json::to_vec(event)
-                .map_err(|e| Error::Io(format!("cannot encode event {}: {e}", event.seq)))
-        })
-        .collect::<Result<Vec<_>, _>>()?;
-    let positions = shared.log.append(&bodies)?;
+/// Appends the encoded events durably.
+fn append(shared: &Shared, events: &[Arc<Event>], bodies: &[Vec<u8>]) -> Result<Vec<Head>, Error> {
+    let positions = shared.log.append(bodies)?;
     for (event, position) in events.iter().zip(&positions) {
         assert_eq!(
             event.seq, position.seq,
-            "the writer is the log's only appender, so their seqs agree"
+            "the writer is the log's only appender and groups commit in order, so seqs agree"
         );
     }
     Ok(positions)
 }
 
+/// The receipt for a command of a committed group: its event is in this group, or (a replay
+/// of an earlier request) in the log, since groups commit in order.
 fn receipt(
     shared: &Shared,
-    head: Head,
-    events: &[Event],
+    events: &[Arc<Event>],
     positions: &[Head],
     outcome: Outcome,
 ) -> Result<Receipt, Error> {
-    let (event, hash, replayed) = match outcome {
-        Outcome::Appended(index) => (&events[index], positions[index].hash, false),
-        Outcome::Replay(seq) if seq > head.seq => {
-            let index = (seq - head.seq - 1) as usize;
-            (&events[index], positions[index].hash, true)
-        }
-        Outcome::Replay(seq) => {
-            let original = original_event(shared, seq)?;
-            return Ok(Receipt {
-                seq,
-                version: original.event.version,
-                hash: original.hash,
-                recorded_at: original.event.recorded_at,
-                replayed: true,
-            });
-        }
+    let (seq, replayed) = match outcome {
+        Outcome::Appended(seq) => (seq, false),
+        Outcome::Replay(seq) => (seq, true),
     };
+    let first = events.first().map_or(u64::MAX, |e| e.seq);
+    if seq >= first {
+        let index = usize::try_from(seq - first).expect("a group's index fits in memory");
+        let event = &events[index];
+        return Ok(Receipt {
+            seq,
+            version: event.version,
+            hash: positions[index].hash,
+            recorded_at: event.recorded_at,
+            replayed,
+        });
+    }
+    let original = original_event(shared, seq)?;
     Ok(Receipt {
-        seq: event.seq,
-        version: event.version,
-        hash,
-        recorded_at: event.recorded_at,
+        seq,
+        version: original.event.version,
+        hash: original.hash,
+        recorded_at: original.event.recorded_at,
         replayed,
     })
 }
@@ -277,11 +488,12 @@ enum Decision {
 /// Everything one command is staged against.
 struct Staging<'a> {
     shared: &'a Shared,
-    head: Head,
+    /// The seq of the last event in the roll.
+    base: u64,
     now: DateTime<Utc>,
     ctx: Context<'a>,
-    /// The group's events staged before this command.
-    events: &'a [Event],
+    /// Every event decided after `base` before this command: in flight, then this group's.
+    events: &'a [Arc<Event>],
     writer: &'a Writer,
 }
 
@@ -301,16 +513,21 @@ impl Staging<'_> {
         }
     }
 
-    /// The event at `seq`, committed or staged in this group.
-    fn event(&self, seq: u64) -> Result<Option<Event>, Error> {
-        if seq > self.head.seq {
-            let index = (seq - self.head.seq - 1) as usize;
-            return Ok(self.events.get(index).cloned());
+    /// The event at `seq`: decided but not in the roll yet (borrowed), or read from the log.
+    fn event(&self, seq: u64) -> Result<Option<std::borrow::Cow<'_, Event>>, Error> {
+        if seq > self.base {
+            let index = usize::try_from(seq - self.base - 1).unwrap_or(usize::MAX);
+            return Ok(self
+                .events
+                .get(index)
+                .map(|e| std::borrow::Cow::Borrowed(&**e)));
         }
         if seq == 0 {
             return Ok(None);
         }
-        Ok(Some(original_event(self.shared, seq)?.event))
+        Ok(Some(std::borrow::Cow::Owned(
+            original_event(self.shared, seq)?.event,
+        )))
     }
 
     /// A household's whole stream, committed and staged, for a correction that targets
@@ -345,7 +562,7 @@ impl Staging<'_> {
             self.events
                 .iter()
                 .filter(|e| &e.household_id == id)
-                .cloned(),
+                .map(|e| Event::clone(e)),
         );
         Ok(stream)
     }
@@ -353,13 +570,12 @@ impl Staging<'_> {
     fn stage(&self, view: &mut Staged<'_>, command: &Command) -> Result<Decision, Error> {
         if let Some(request_id) = &command.request_id {
             if let Some(seq) = view.request(request_id) {
-                let recorded_by = if seq > self.head.seq {
-                    let index = (seq - self.head.seq - 1) as usize;
-                    command.is_recorded_by(&self.events[index])
-                } else {
-                    command.is_recorded_by(&original_event(self.shared, seq)?.event)
-                };
-                return if recorded_by {
+                let original = self.event(seq)?.ok_or_else(|| {
+                    Error::Corrupt(format!(
+                        "request index names event {seq}, which is neither decided nor in the log"
+                    ))
+                })?;
+                return if command.is_recorded_by(&original) {
                     Ok(Decision::Replay(seq))
                 } else {
                     Err(Error::RequestReused {
@@ -399,7 +615,7 @@ impl Staging<'_> {
             }
             _ => decide(self.ctx, before, command, &*view)?,
         };
-        let seq = self.head.seq + self.events.len() as u64 + 1;
+        let seq = self.base + self.events.len() as u64 + 1;
         let event = command.recorded(seq, version + 1, self.now, &self.writer.actor);
         self.check_scope(id, next.region_code)?;
         view.record(

@@ -937,10 +937,10 @@ pub fn generate(seed: u64) -> DataSet {
                     people.anyone(&mut rng, family, birth, Relation::Sibling, on)
                 }
             };
-            leavers.push(member.id_number.clone());
+            leavers.push(member.id_number);
             members.push(member);
         }
-        let head_id = members[0].id_number.clone();
+        let head_id = members[0].id_number;
         let serious = members.iter().any(|m| m.health != Health::Healthy);
         let primary_cause = if p.fate == Fate::SafetyNet || p.fate == Fate::Dissolved {
             *[Cause::Illness, Cause::Disability, Cause::LackOfLabor]

@@ -200,27 +200,34 @@ pub(super) fn well_formed(policy: &Policy, command: &Command) -> Result<(), Erro
             description,
         })
     };
-    let text = |field: &str, value: &str, violation: &mut dyn FnMut(&str, String)| {
-        let chars = value.chars().count();
-        if chars > policy.max_text_chars {
-            violation(
-                field,
-                format!(
-                    "is {chars} characters long; the limit (max_text_chars) is {}",
-                    policy.max_text_chars
-                ),
-            );
-        }
-    };
+    // The field's name is formatted only for a violation: this runs for every member of every
+    // command, and eager `format!`s of field paths were a visible share of deciding.
+    let text =
+        |field: std::fmt::Arguments<'_>, value: &str, violation: &mut dyn FnMut(&str, String)| {
+            let chars = value.chars().count();
+            if chars > policy.max_text_chars {
+                violation(
+                    &field.to_string(),
+                    format!(
+                        "is {chars} characters long; the limit (max_text_chars) is {}",
+                        policy.max_text_chars
+                    ),
+                );
+            }
+        };
     if command.document_ref.trim().is_empty() {
         violation(
             "document_ref",
             "a document reference (文号) is required for every change".into(),
         );
     }
-    text("document_ref", &command.document_ref, &mut violation);
+    text(
+        format_args!("document_ref"),
+        &command.document_ref,
+        &mut violation,
+    );
     if let Some(request_id) = &command.request_id {
-        text("request_id", request_id, &mut violation);
+        text(format_args!("request_id"), request_id, &mut violation);
     }
     match &command.change {
         Change::Identify(id) => {
@@ -246,8 +253,8 @@ pub(super) fn well_formed(policy: &Policy, command: &Command) -> Result<(), Erro
                 &mut violation,
             );
             if let Some(helper) = &id.helper {
-                text("helper.name", &helper.name, &mut violation);
-                text("helper.unit", &helper.unit, &mut violation);
+                text(format_args!("helper.name"), &helper.name, &mut violation);
+                text(format_args!("helper.unit"), &helper.unit, &mut violation);
             }
             check_measures(&id.measures, "measures", &mut violation, &text);
             check_identification_text(id, &mut violation, &text);
@@ -272,21 +279,21 @@ pub(super) fn well_formed(policy: &Policy, command: &Command) -> Result<(), Erro
             }
             check_income(adj.income_per_capita, "income_per_capita", &mut violation);
             if let Some(helper) = &adj.helper {
-                text("helper.name", &helper.name, &mut violation);
-                text("helper.unit", &helper.unit, &mut violation);
+                text(format_args!("helper.name"), &helper.name, &mut violation);
+                text(format_args!("helper.unit"), &helper.unit, &mut violation);
             }
             check_measures(&adj.measures, "measures", &mut violation, &text);
-            text("note", &adj.note, &mut violation);
+            text(format_args!("note"), &adj.note, &mut violation);
         }
         Change::Exit(exit) => {
             check_income(exit.income_per_capita, "income_per_capita", &mut violation);
-            text("note", &exit.note, &mut violation);
+            text(format_args!("note"), &exit.note, &mut violation);
         }
         Change::Correct(correction) => {
             if correction.reason.trim().is_empty() {
                 violation("reason", "a correction states its reason (整改原因)".into());
             }
-            text("reason", &correction.reason, &mut violation);
+            text(format_args!("reason"), &correction.reason, &mut violation);
             if let CorrectionAction::Amend { change, .. } = &correction.action {
                 if matches!(**change, Change::Correct(_)) {
                     violation("amend", "an amendment cannot carry a correction".into());
@@ -310,7 +317,7 @@ pub(super) fn well_formed(policy: &Policy, command: &Command) -> Result<(), Erro
                 "income_per_capita",
                 &mut violation,
             );
-            text("note", &relapse.note, &mut violation);
+            text(format_args!("note"), &relapse.note, &mut violation);
         }
     }
     if violations.is_empty() {
@@ -321,7 +328,7 @@ pub(super) fn well_formed(policy: &Policy, command: &Command) -> Result<(), Erro
 }
 
 type Violation<'a> = dyn FnMut(&str, String) + 'a;
-type TextCheck<'a> = dyn Fn(&str, &str, &mut dyn FnMut(&str, String)) + 'a;
+type TextCheck<'a> = dyn Fn(std::fmt::Arguments<'_>, &str, &mut dyn FnMut(&str, String)) + 'a;
 
 fn check_member_list(
     policy: &Policy,
@@ -351,7 +358,7 @@ fn check_member_list(
         if member.name.trim().is_empty() {
             violation(&format!("{field}[{i}].name"), "a name is required".into());
         }
-        text(&format!("{field}[{i}].name"), &member.name, violation);
+        text(format_args!("{field}[{i}].name"), &member.name, violation);
     }
 }
 
@@ -370,7 +377,7 @@ fn check_identification_text(
             ("industry", &assessment.industry),
         ] {
             text(
-                &format!("assessment.{name}.note"),
+                format_args!("assessment.{name}.note"),
                 &criterion.note,
                 violation,
             );
@@ -391,7 +398,7 @@ fn check_measures(
                 format!("{} is not a plausible year", measure.year),
             );
         }
-        text(&format!("{field}[{i}].note"), &measure.note, violation);
+        text(format_args!("{field}[{i}].note"), &measure.note, violation);
     }
 }
 

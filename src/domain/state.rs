@@ -83,7 +83,7 @@ pub fn apply(
             status: Status::OnRoll,
             region_code: id.region_code,
             members: id.members.clone(),
-            head_id: id.head_id.clone(),
+            head_id: id.head_id,
             attribute: id.attribute,
             primary_cause: id.primary_cause,
             other_causes: id.other_causes.clone(),
@@ -127,7 +127,7 @@ pub fn apply(
                 .members
                 .extend(adj.members_added.iter().map(|a| a.member.clone()));
             if let Some(head) = &adj.head_id {
-                state.head_id = head.clone();
+                state.head_id = *head;
             }
             if let Some(region) = adj.relocate_to {
                 state.region_code = region;
