@@ -311,10 +311,12 @@ pub fn write_checkpoint(log: &Log, roll: &Roll) -> Result<Head, Error> {
             .map(|e| e.hash)
             .ok_or_else(|| Error::Corrupt(format!("the roll is at seq {seq}, beyond the log")))?
     };
-    let payload = postcard::to_stdvec(roll)
-        .map_err(|e| Error::Io(format!("cannot encode the checkpoint: {e}")))?;
     let head = Head { seq, hash };
-    checkpoint::write(log.dir(), head, &payload)?;
+    checkpoint::write(log.dir(), head, |out| {
+        postcard::to_io(roll, out)
+            .map(drop)
+            .map_err(|e| Error::Io(format!("cannot write the checkpoint: {e}")))
+    })?;
     Ok(head)
 }
 

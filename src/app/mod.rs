@@ -466,7 +466,7 @@ impl Register {
             (point, known_at, seqs, now)
         };
         let state = match now {
-            Some(state) => Some(state),
+            Some(state) => Some(state.unpack()?),
             None => {
                 let stream = LogHistory(&self.shared.log).events(&seqs)?;
                 state_at(&stream, point)

@@ -18,12 +18,13 @@
 use foldhash::HashMap;
 
 use crate::domain::{HouseholdId, HouseholdState, IdNumber, PersonDirectory};
+use crate::error::Error;
 use crate::projection::Roll;
 
 /// What the writer needs to know about the register while it decides.
 pub(super) trait View {
     /// A household's state and version.
-    fn household(&self, id: &HouseholdId) -> Option<(HouseholdState, u64)>;
+    fn household(&self, id: &HouseholdId) -> Result<Option<(HouseholdState, u64)>, Error>;
     /// The household holding `person`, if any.
     fn person(&self, person: &IdNumber) -> Option<HouseholdId>;
     /// The seq of the event that `request_id` produced, if any.
@@ -33,8 +34,10 @@ pub(super) trait View {
 }
 
 impl View for Roll {
-    fn household(&self, id: &HouseholdId) -> Option<(HouseholdState, u64)> {
-        Roll::household(self, id).map(|entry| (entry.state.clone(), entry.version()))
+    fn household(&self, id: &HouseholdId) -> Result<Option<(HouseholdState, u64)>, Error> {
+        Roll::household(self, id)
+            .map(|entry| Ok((entry.state.unpack()?, entry.version())))
+            .transpose()
     }
 
     fn person(&self, person: &IdNumber) -> Option<HouseholdId> {
@@ -77,9 +80,9 @@ impl<'a> InFlight<'a> {
 }
 
 impl View for InFlight<'_> {
-    fn household(&self, id: &HouseholdId) -> Option<(HouseholdState, u64)> {
+    fn household(&self, id: &HouseholdId) -> Result<Option<(HouseholdState, u64)>, Error> {
         match self.newest(|c| c.households.get(id)) {
-            Some(staged) => Some(staged.clone()),
+            Some(staged) => Ok(Some(staged.clone())),
             None => View::household(self.roll, id),
         }
     }
@@ -151,9 +154,9 @@ impl<'a> Staged<'a> {
 }
 
 impl View for Staged<'_> {
-    fn household(&self, id: &HouseholdId) -> Option<(HouseholdState, u64)> {
+    fn household(&self, id: &HouseholdId) -> Result<Option<(HouseholdState, u64)>, Error> {
         match self.changes.households.get(id) {
-            Some(staged) => Some(staged.clone()),
+            Some(staged) => Ok(Some(staged.clone())),
             None => self.base.household(id),
         }
     }

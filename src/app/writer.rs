@@ -586,7 +586,7 @@ impl Staging<'_> {
             }
         }
         let id = &command.household_id;
-        let current = view.household(id);
+        let current = view.household(id)?;
         let before = current.as_ref().map(|(state, _)| state);
         // The scope is checked before versions and rules, so that a refusal says nothing of a
         // household the writer may not see; and again on the state left behind.

@@ -245,9 +245,31 @@ impl fmt::Display for RegionPrefix {
 /// household in its person index, and a national roll has ~100 million of them, so a number
 /// costs 18 bytes and no allocation, and copying or hashing one never touches the heap. The
 /// bytes order exactly as the text does.
-#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[serde(try_from = "String", into = "String")]
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct IdNumber([u8; 18]);
+
+/// As its text, checked on the way in; neither way allocates (a checkpoint holds millions).
+impl Serialize for IdNumber {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(self.as_str())
+    }
+}
+
+impl<'de> Deserialize<'de> for IdNumber {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Text;
+        impl serde::de::Visitor<'_> for Text {
+            type Value = IdNumber;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("an 18-character resident identity number")
+            }
+            fn visit_str<E: serde::de::Error>(self, text: &str) -> Result<IdNumber, E> {
+                IdNumber::parse(text).map_err(E::custom)
+            }
+        }
+        deserializer.deserialize_str(Text)
+    }
+}
 
 impl IdNumber {
     const WEIGHTS: [u32; 17] = [7, 9, 10, 5, 8, 4, 2, 1, 6, 3, 7, 9, 10, 5, 8, 4, 2];

@@ -1,7 +1,7 @@
 //! Checkpoint files: a snapshot of derived data, tied to the log position it was taken at.
 //!
 //! ```text
-//!   roll.checkpoint  =  "RSCKPT01" ‖ seq (u64 BE) ‖ hash(seq) (32) ‖ len (u64 BE)
+//!   roll.checkpoint  =  "RSCKPT02" ‖ seq (u64 BE) ‖ hash(seq) (32) ‖ len (u64 BE)
 //!                       ‖ SHA-256(payload) (32) ‖ payload (len bytes)
 //! ```
 //!
@@ -12,7 +12,7 @@
 //! This module knows bytes, not what the payload means.
 
 use std::fs::{self, File};
-use std::io::Write;
+use std::io::{BufWriter, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
 use sha2::{Digest, Sha256};
@@ -20,7 +20,9 @@ use sha2::{Digest, Sha256};
 use super::{Hash, Head, GENESIS};
 use crate::error::Error;
 
-const MAGIC: &[u8; 8] = b"RSCKPT01";
+/// `02`: the roll's payload changed shape (households' states packed); a reader of `01` files
+/// would only fail to decode them and replay, but the header says so before anything is read.
+const MAGIC: &[u8; 8] = b"RSCKPT02";
 const FILE: &str = "roll.checkpoint";
 const HEADER: usize = 8 + 8 + 32 + 8 + 32;
 
@@ -28,26 +30,67 @@ fn path(dir: &Path) -> PathBuf {
     dir.join(FILE)
 }
 
-/// Writes `payload` as the checkpoint at `head`, atomically and durably.
-pub fn write(dir: &Path, head: Head, payload: &[u8]) -> Result<(), Error> {
+/// Writes the payload that `encode` streams as the checkpoint at `head`, atomically and
+/// durably. The payload goes to the file as it is produced (hashed and counted on the way, the
+/// header's length and digest filled in after), so a checkpoint of a national roll never
+/// exists twice in memory.
+pub fn write(
+    dir: &Path,
+    head: Head,
+    encode: impl FnOnce(&mut dyn Write) -> Result<(), Error>,
+) -> Result<(), Error> {
     let io = |what: &str, e: std::io::Error| Error::Io(format!("checkpoint: {what}: {e}"));
     let temporary = dir.join(format!("{FILE}.tmp"));
-    let mut file = File::create(&temporary).map_err(|e| io("create", e))?;
-    let digest: Hash = Sha256::digest(payload).into();
+    let file = File::create(&temporary).map_err(|e| io("create", e))?;
+    let mut out = Digesting {
+        inner: BufWriter::with_capacity(1 << 20, file),
+        digest: Sha256::new(),
+        len: 0,
+    };
     let mut header = Vec::with_capacity(HEADER);
     header.extend_from_slice(MAGIC);
     header.extend_from_slice(&head.seq.to_be_bytes());
     header.extend_from_slice(&head.hash);
-    header.extend_from_slice(&(payload.len() as u64).to_be_bytes());
-    header.extend_from_slice(&digest);
-    file.write_all(&header).map_err(|e| io("write", e))?;
-    file.write_all(payload).map_err(|e| io("write", e))?;
+    // Length and digest are not known yet: zeros, which no payload's digest check accepts
+    // should the process die before they are filled in (the file is a .tmp until then anyway).
+    header.resize(HEADER, 0);
+    out.inner.write_all(&header).map_err(|e| io("write", e))?;
+    encode(&mut out)?;
+    let Digesting { inner, digest, len } = out;
+    let mut file = inner
+        .into_inner()
+        .map_err(|e| io("write", e.into_error()))?;
+    let digest: Hash = digest.finalize().into();
+    file.seek(SeekFrom::Start(48)).map_err(|e| io("seek", e))?;
+    file.write_all(&len.to_be_bytes())
+        .and_then(|()| file.write_all(&digest))
+        .map_err(|e| io("write", e))?;
     file.sync_all().map_err(|e| io("fsync", e))?;
     drop(file);
     fs::rename(&temporary, path(dir)).map_err(|e| io("rename", e))?;
     File::open(dir)
         .and_then(|d| d.sync_all())
         .map_err(|e| io("fsync the directory", e))
+}
+
+/// A writer that hashes and counts what passes through it.
+struct Digesting<W> {
+    inner: W,
+    digest: Sha256,
+    len: u64,
+}
+
+impl<W: Write> Write for Digesting<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let written = self.inner.write(buf)?;
+        self.digest.update(&buf[..written]);
+        self.len += written as u64;
+        Ok(written)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
 }
 
 /// Why a checkpoint file was not used.
@@ -59,7 +102,7 @@ pub enum Unusable {
 
 /// Reads the checkpoint: its position and payload, checked against its own digest.
 pub fn read(dir: &Path) -> Result<(Head, Vec<u8>), Unusable> {
-    let bytes = match fs::read(path(dir)) {
+    let mut bytes = match fs::read(path(dir)) {
         Ok(bytes) => bytes,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(Unusable::Missing),
         Err(e) => return Err(Unusable::Damaged(format!("cannot read it: {e}"))),
@@ -85,7 +128,9 @@ pub fn read(dir: &Path) -> Result<(Head, Vec<u8>), Unusable> {
     if digest[..] != bytes[56..88] {
         return Err(damaged("its payload does not match its digest"));
     }
-    Ok((Head { seq, hash }, payload.to_vec()))
+    // In place: the payload of a national roll is hundreds of megabytes; not a second copy.
+    bytes.drain(..HEADER);
+    Ok((Head { seq, hash }, bytes))
 }
 
 /// Removes the checkpoint, if there is one.
@@ -109,7 +154,12 @@ mod tests {
             seq: 42,
             hash: [7; 32],
         };
-        write(dir.path(), head, b"payload").unwrap();
+        write(dir.path(), head, |out| {
+            out.write_all(b"pay").unwrap();
+            out.write_all(b"load").unwrap();
+            Ok(())
+        })
+        .unwrap();
         assert_eq!(read(dir.path()), Ok((head, b"payload".to_vec())));
         let file = path(dir.path());
         let mut bytes = fs::read(&file).unwrap();

@@ -145,7 +145,9 @@ impl Storage {
             .path(dir)
             // Every commit flushes; a background flusher would only race with it.
             .flush_every_ms(None)
-            .cache_capacity(256 * 1024 * 1024);
+            // Events are read back only for histories and corrections, scattered over the
+            // log: a large page cache buys little and counts against the server's memory.
+            .cache_capacity(64 * 1024 * 1024);
         // sled releases its file lock from a background thread after the last handle of a
         // closed database is dropped; an immediate reopen in the same process (a recovery, a
         // restart in tests) can find it still held for a moment. Wait for it, briefly.
