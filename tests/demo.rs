@@ -164,7 +164,7 @@ fn the_figures_hold_for_other_seeds_too() {
         for command in &data.commands {
             let current = roll
                 .household(&command.household_id)
-                .map(|e| e.state.clone());
+                .map(|e| e.state.unpack().unwrap());
             let version = roll
                 .household(&command.household_id)
                 .map_or(0, |e| e.version());

@@ -59,7 +59,7 @@ fn given(policy: &Policy, commands: &[rollstore::domain::Command]) -> Roll {
     for (i, command) in commands.iter().enumerate() {
         let current = roll
             .household(&command.household_id)
-            .map(|e| e.state.clone());
+            .map(|e| e.state.unpack().unwrap());
         if let Err(error) = decide(ctx, current.as_ref(), command, &roll) {
             panic!("given[{i}] was refused: {error}");
         }
@@ -107,7 +107,7 @@ fn run(cases: Vec<Case>) {
         };
         let current = roll
             .household(&case.when.household_id)
-            .map(|e| e.state.clone());
+            .map(|e| e.state.unpack().unwrap());
         let got = outcome(decide(ctx, current.as_ref(), &case.when, &roll));
         if got != case.then {
             failures.push(format!(
@@ -727,7 +727,7 @@ fn the_fold_keeps_history() {
     );
     let entry = roll.household(&hid("H1")).unwrap();
     assert_eq!(entry.version(), 6);
-    let state = &entry.state;
+    let state = &entry.state.unpack().unwrap();
     assert_eq!(state.status, Status::OnRoll);
     assert_eq!(state.region_code, region(OTHER_VILLAGE));
     let ids: Vec<_> = state.members.iter().map(|m| m.id_number).collect();
