@@ -584,7 +584,9 @@ pub fn batch_command(command_message: &pb::Command) -> Result<Command, Error> {
 // ---------------------------------------------------------------------------------------------
 
 pub fn date(d: Date) -> String {
-    d.format("%Y-%m-%d").to_string()
+    // NaiveDate's Display is YYYY-MM-DD for the years a register holds, without parsing a
+    // format string per call.
+    d.to_string()
 }
 
 fn member_out(m: &domain::Member) -> pb::Member {

@@ -18,7 +18,6 @@ use std::future::Future;
 use std::pin::Pin;
 
 use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
 use tokio_stream::{Stream, StreamExt};
 use tonic::{Request, Response, Status};
 
@@ -179,7 +178,11 @@ pub async fn serve_with(
         .add_service(RegistryServer::new(api.clone()).max_decoding_message_size(max))
         .add_service(RollsServer::new(api.clone()).max_decoding_message_size(max))
         .add_service(AuditLogServer::new(api).max_decoding_message_size(max))
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
+        // No Nagle: answers are small and each one is awaited by a client.
+        .serve_with_incoming_shutdown(
+            tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),
+            shutdown,
+        )
         .await
         .map_err(|e| Error::Io(format!("the gRPC server failed: {e}")));
     register.close().await;

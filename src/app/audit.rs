@@ -301,8 +301,8 @@ pub fn replay(log: &Log, progress: &dyn Fn(u64)) -> Result<Roll, Error> {
     Ok(roll)
 }
 
-/// Writes the roll as the checkpoint at its head.
-pub fn write_checkpoint(log: &Log, roll: &Roll) -> Result<Head, Error> {
+/// The log position a checkpoint of `roll` is tied to: its head and that event's hash.
+fn checkpoint_head(log: &Log, roll: &Roll) -> Result<Head, Error> {
     let seq = roll.head();
     let hash = if seq == 0 {
         GENESIS
@@ -311,13 +311,28 @@ pub fn write_checkpoint(log: &Log, roll: &Roll) -> Result<Head, Error> {
             .map(|e| e.hash)
             .ok_or_else(|| Error::Corrupt(format!("the roll is at seq {seq}, beyond the log")))?
     };
-    let head = Head { seq, hash };
-    checkpoint::write(log.dir(), head, |out| {
+    Ok(Head { seq, hash })
+}
+
+/// Writes the roll as the checkpoint at its head, encoding it straight to the file.
+pub fn write_checkpoint(log: &Log, roll: &Roll) -> Result<Head, Error> {
+    let (head, draft) = draft_checkpoint(log, roll)?;
+    draft.commit()?;
+    Ok(head)
+}
+
+/// Encodes the roll into a checkpoint file that is not yet synced or in place: the caller may
+/// release the roll before [`checkpoint::Draft::commit`], which takes most of the time (at 10M
+/// events, writes would otherwise wait seconds on the roll's lock).
+pub fn draft_checkpoint(log: &Log, roll: &Roll) -> Result<(Head, checkpoint::Draft), Error> {
+    let head = checkpoint_head(log, roll)?;
+    let mut draft = checkpoint::Draft::create(log.dir(), head)?;
+    draft.encode(|out| {
         postcard::to_io(roll, out)
             .map(drop)
             .map_err(|e| Error::Io(format!("cannot write the checkpoint: {e}")))
     })?;
-    Ok(head)
+    Ok((head, draft))
 }
 
 /// What `rollstore verify` found.

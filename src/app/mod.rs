@@ -364,7 +364,16 @@ impl Register {
         if let Some(handle) = handle {
             let _ = tokio::task::spawn_blocking(move || handle.join()).await;
             let shared = self.shared.clone();
-            let written = tokio::task::spawn_blocking(move || shared.checkpoint()).await;
+            let written = tokio::task::spawn_blocking(move || {
+                // One checkpoint at a time: they share a temporary file. Wait out a background one.
+                while shared.checkpointing.swap(true, Ordering::SeqCst) {
+                    std::thread::sleep(std::time::Duration::from_millis(10));
+                }
+                let written = shared.checkpoint();
+                shared.checkpointing.store(false, Ordering::SeqCst);
+                written
+            })
+            .await;
             match written {
                 Ok(Ok(head)) => tracing::info!(seq = head.seq, "checkpoint written"),
                 Ok(Err(error)) => {
@@ -624,7 +633,8 @@ impl Register {
 }
 
 impl Shared {
-    /// Writes the roll as a checkpoint (under the read lock while it is encoded).
+    /// Writes the roll as a checkpoint: encoded to the file under the read lock, synced and
+    /// moved into place after the lock is released, so that writes wait only for the encoding.
     fn checkpoint(&self) -> Result<Head, Error> {
         if let Some(reason) = self
             .failed
@@ -639,7 +649,9 @@ impl Shared {
             .roll
             .read()
             .expect("the roll lock is never held across a panic");
-        let head = audit::write_checkpoint(&self.log, &roll)?;
+        let (head, draft) = audit::draft_checkpoint(&self.log, &roll)?;
+        drop(roll);
+        draft.commit()?;
         self.checkpointed.store(head.seq, Ordering::SeqCst);
         Ok(head)
     }

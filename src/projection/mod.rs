@@ -126,11 +126,29 @@ pub struct Roll {
     /// Every household's timeline, by household number: the region indexes point here
     /// directly, so a scan of a region follows no hash lookups.
     timelines: Vec<Timeline>,
+    #[serde(deserialize_with = "bulk_built")]
     by_region: BTreeMap<RosterKey, u32>,
+    #[serde(deserialize_with = "bulk_built")]
     ever: BTreeMap<RosterKey, u32>,
     tallies: BTreeMap<(RegionCode, Group), StatsRow>,
     /// `(recorded_at, last seq recorded then)`, one entry per distinct time, ascending.
     recorded: Vec<(DateTime<Utc>, u64)>,
+}
+
+/// Reads a map that was written in key order, building the tree in one pass instead of
+/// inserting key by key: a checkpoint of a national roll holds millions of roster keys, and
+/// one-by-one insertion (a search and a string comparison per level each) was a visible part
+/// of the start-up. Checkpoints are postcard, where a map is written exactly as a sequence of
+/// its pairs.
+fn bulk_built<'de, D, K, V>(deserializer: D) -> Result<BTreeMap<K, V>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    K: Ord + Deserialize<'de>,
+    V: Deserialize<'de>,
+{
+    let pairs = <Vec<(K, V)>>::deserialize(deserializer)?;
+    // `from_iter` sorts (linear on sorted input) and builds the tree bottom-up.
+    Ok(pairs.into_iter().collect())
 }
 
 impl Roll {

@@ -31,46 +31,81 @@ fn path(dir: &Path) -> PathBuf {
 }
 
 /// Writes the payload that `encode` streams as the checkpoint at `head`, atomically and
-/// durably. The payload goes to the file as it is produced (hashed and counted on the way, the
-/// header's length and digest filled in after), so a checkpoint of a national roll never
-/// exists twice in memory.
+/// durably: [`Draft::create`], [`Draft::encode`], [`Draft::commit`] in one go.
 pub fn write(
     dir: &Path,
     head: Head,
     encode: impl FnOnce(&mut dyn Write) -> Result<(), Error>,
 ) -> Result<(), Error> {
-    let io = |what: &str, e: std::io::Error| Error::Io(format!("checkpoint: {what}: {e}"));
-    let temporary = dir.join(format!("{FILE}.tmp"));
-    let file = File::create(&temporary).map_err(|e| io("create", e))?;
-    let mut out = Digesting {
-        inner: BufWriter::with_capacity(1 << 20, file),
-        digest: Sha256::new(),
-        len: 0,
-    };
-    let mut header = Vec::with_capacity(HEADER);
-    header.extend_from_slice(MAGIC);
-    header.extend_from_slice(&head.seq.to_be_bytes());
-    header.extend_from_slice(&head.hash);
-    // Length and digest are not known yet: zeros, which no payload's digest check accepts
-    // should the process die before they are filled in (the file is a .tmp until then anyway).
-    header.resize(HEADER, 0);
-    out.inner.write_all(&header).map_err(|e| io("write", e))?;
-    encode(&mut out)?;
-    let Digesting { inner, digest, len } = out;
-    let mut file = inner
-        .into_inner()
-        .map_err(|e| io("write", e.into_error()))?;
-    let digest: Hash = digest.finalize().into();
-    file.seek(SeekFrom::Start(48)).map_err(|e| io("seek", e))?;
-    file.write_all(&len.to_be_bytes())
-        .and_then(|()| file.write_all(&digest))
-        .map_err(|e| io("write", e))?;
-    file.sync_all().map_err(|e| io("fsync", e))?;
-    drop(file);
-    fs::rename(&temporary, path(dir)).map_err(|e| io("rename", e))?;
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(|e| io("fsync the directory", e))
+    let mut draft = Draft::create(dir, head)?;
+    draft.encode(encode)?;
+    draft.commit()
+}
+
+fn io(what: &str, e: std::io::Error) -> Error {
+    Error::Io(format!("checkpoint: {what}: {e}"))
+}
+
+/// A checkpoint being written, in two steps so that a caller can release what it encoded
+/// (the roll's lock) before the slow part: the payload streams to the file as it is produced
+/// (hashed and counted on the way), and [`Draft::commit`] then fills in the header's length and
+/// digest, syncs, and renames. The payload never exists twice in memory.
+pub struct Draft {
+    dir: PathBuf,
+    temporary: PathBuf,
+    out: Digesting<BufWriter<File>>,
+}
+
+impl Draft {
+    pub fn create(dir: &Path, head: Head) -> Result<Self, Error> {
+        let temporary = dir.join(format!("{FILE}.tmp"));
+        let file = File::create(&temporary).map_err(|e| io("create", e))?;
+        let mut inner = BufWriter::with_capacity(1 << 20, file);
+        let mut header = Vec::with_capacity(HEADER);
+        header.extend_from_slice(MAGIC);
+        header.extend_from_slice(&head.seq.to_be_bytes());
+        header.extend_from_slice(&head.hash);
+        // Length and digest are not known yet: zeros until `commit` (the file is a .tmp that
+        // no reader opens until then).
+        header.resize(HEADER, 0);
+        inner.write_all(&header).map_err(|e| io("write", e))?;
+        Ok(Self {
+            dir: dir.to_owned(),
+            temporary,
+            out: Digesting {
+                inner,
+                digest: Sha256::new(),
+                len: 0,
+            },
+        })
+    }
+
+    /// Streams the payload into the file (into the page cache; nothing is synced yet).
+    pub fn encode(
+        &mut self,
+        encode: impl FnOnce(&mut dyn Write) -> Result<(), Error>,
+    ) -> Result<(), Error> {
+        encode(&mut self.out)
+    }
+
+    /// Completes the header, syncs the file, and moves it over the old checkpoint.
+    pub fn commit(self) -> Result<(), Error> {
+        let Digesting { inner, digest, len } = self.out;
+        let mut file = inner
+            .into_inner()
+            .map_err(|e| io("write", e.into_error()))?;
+        let digest: Hash = digest.finalize().into();
+        file.seek(SeekFrom::Start(48)).map_err(|e| io("seek", e))?;
+        file.write_all(&len.to_be_bytes())
+            .and_then(|()| file.write_all(&digest))
+            .map_err(|e| io("write", e))?;
+        file.sync_all().map_err(|e| io("fsync", e))?;
+        drop(file);
+        fs::rename(&self.temporary, path(&self.dir)).map_err(|e| io("rename", e))?;
+        File::open(&self.dir)
+            .and_then(|d| d.sync_all())
+            .map_err(|e| io("fsync the directory", e))
+    }
 }
 
 /// A writer that hashes and counts what passes through it.
