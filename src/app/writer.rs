@@ -628,3 +628,65 @@ impl Staging<'_> {
         Ok(Decision::Append(Box::new(event)))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::{Cause, HouseholdId, RelapseRecord};
+
+    fn event(seq: u64) -> Arc<Event> {
+        let command = Command {
+            household_id: HouseholdId::parse("H1").expect("a valid id"),
+            effective_date: chrono::NaiveDate::from_ymd_opt(2020, 1, 1).expect("a date"),
+            document_ref: "test".into(),
+            expected_version: None,
+            request_id: None,
+            change: Change::Relapse(RelapseRecord {
+                primary_cause: Cause::Illness,
+                income_per_capita: None,
+                note: String::new(),
+            }),
+        };
+        Arc::new(command.recorded(seq, seq, DateTime::<Utc>::MIN_UTC, "test"))
+    }
+
+    /// In flight: two groups, seqs 11–12 and 13–15, over a roll at 10.
+    fn in_flight() -> Pending {
+        Pending {
+            epoch: 0,
+            base: 10,
+            events: (11..=15).map(event).collect(),
+            groups: VecDeque::from([(12, Changes::default()), (15, Changes::default())]),
+        }
+    }
+
+    fn seqs(pending: &Pending) -> Vec<u64> {
+        pending.events.iter().map(|e| e.seq).collect()
+    }
+
+    #[test]
+    fn catching_up_forgets_exactly_what_the_roll_applied() {
+        // (roll head, epoch) → (base, events left, groups left)
+        let cases: [(u64, u64, u64, Vec<u64>, usize); 5] = [
+            (10, 0, 10, vec![11, 12, 13, 14, 15], 2),
+            (12, 0, 12, vec![13, 14, 15], 1),
+            // The roll stops inside a group only if it failed; the group stays in flight.
+            (14, 0, 14, vec![15], 1),
+            (15, 0, 15, vec![], 0),
+            // A commit failed: nothing in flight will be applied, whatever the roll says.
+            (12, 1, 12, vec![], 0),
+        ];
+        for (applied, epoch, base, events, groups) in cases {
+            let mut pending = in_flight();
+            pending.catch_up(applied, epoch);
+            assert_eq!(pending.base, base, "roll at {applied}, epoch {epoch}");
+            assert_eq!(seqs(&pending), events, "roll at {applied}, epoch {epoch}");
+            assert_eq!(
+                pending.groups.len(),
+                groups,
+                "roll at {applied}, epoch {epoch}"
+            );
+            assert_eq!(pending.epoch, epoch);
+        }
+    }
+}
