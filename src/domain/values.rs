@@ -389,6 +389,14 @@ impl IdNumber {
         std::str::from_utf8(&self.0).expect("IdNumber::parse admits 17 digits and 0-9 or X only")
     }
 
+    /// The number as one integer: its 17 digits (the check character follows from them), so
+    /// two numbers are equal exactly when their compact forms are. For indexes of millions.
+    pub fn compact(&self) -> u64 {
+        self.0[..17]
+            .iter()
+            .fold(0u64, |n, d| n * 10 + u64::from(d - b'0'))
+    }
+
     /// The birth date the number carries (checked when it was parsed).
     pub fn birth_date(&self) -> Date {
         Self::date_of(&self.0[6..14]).expect("IdNumber::parse checked the birth date")

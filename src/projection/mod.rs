@@ -100,9 +100,11 @@ pub struct HouseholdEntry {
     /// The seqs of its events, corrections included, in record order; `seqs.len()` is its
     /// version.
     pub seqs: Vec<u64>,
-    /// The household's region just after each of those events, as recorded then: what a
-    /// subscription filtered by region matches an event against.
-    pub regions: Vec<RegionCode>,
+    /// The household's region just after each of those events, as recorded then (what a
+    /// subscription filtered by region matches an event against), stored only where it
+    /// changed: `(index into seqs, region from that event on)`, the first at index 0. Most
+    /// households never move, and a national log has ~10 events per household.
+    pub regions: Vec<(u32, RegionCode)>,
     /// Where its timeline is in `Roll::timelines`.
     pub number: u32,
 }
@@ -110,6 +112,25 @@ pub struct HouseholdEntry {
 impl HouseholdEntry {
     pub fn version(&self) -> u64 {
         self.seqs.len() as u64
+    }
+
+    /// The region just after the event at `index` of its stream.
+    pub fn region_after(&self, index: usize) -> Option<RegionCode> {
+        let changed = self
+            .regions
+            .partition_point(|(at, _)| (*at as usize) <= index);
+        changed
+            .checked_sub(1)
+            .filter(|_| index < self.seqs.len())
+            .map(|i| self.regions[i].1)
+    }
+}
+
+/// Notes the region after the newest event of `seqs`, if it differs from the last noted.
+fn note_region(regions: &mut Vec<(u32, RegionCode)>, seqs: &[u64], region: RegionCode) {
+    if regions.last().map(|(_, r)| *r) != Some(region) {
+        let index = u32::try_from(seqs.len().saturating_sub(1)).unwrap_or(u32::MAX);
+        regions.push((index, region));
     }
 }
 
@@ -120,8 +141,14 @@ pub type RosterKey = (RegionCode, HouseholdId);
 #[derive(Debug, Default, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Roll {
     head: u64,
+    #[serde(deserialize_with = "presized")]
     households: HashMap<HouseholdId, HouseholdEntry>,
-    persons: HashMap<IdNumber, HouseholdId>,
+    /// Person (`IdNumber::compact`) → the number of the household holding them: 12 bytes an
+    /// entry instead of 42, for ~3 people per household.
+    #[serde(deserialize_with = "presized")]
+    persons: HashMap<u64, u32>,
+    /// Every household's id, by household number.
+    numbered: Vec<HouseholdId>,
     requests: HashMap<String, u64>,
     /// Every household's timeline, by household number: the region indexes point here
     /// directly, so a scan of a region follows no hash lookups.
@@ -133,6 +160,41 @@ pub struct Roll {
     tallies: BTreeMap<(RegionCode, Group), StatsRow>,
     /// `(recorded_at, last seq recorded then)`, one entry per distinct time, ascending.
     recorded: Vec<(DateTime<Utc>, u64)>,
+}
+
+/// Reads a hash map at its full size at once, instead of growing it by doubling (each growth
+/// holds the old table and the new one at once and rehashes every entry): the start-up of a
+/// national roll reads millions of households and people. A checkpoint's digest is checked
+/// before it is decoded, so its counts are its own; they are capped all the same.
+fn presized<'de, D, K, V>(deserializer: D) -> Result<HashMap<K, V>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    K: Eq + std::hash::Hash + Deserialize<'de>,
+    V: Deserialize<'de>,
+{
+    struct Entries<K, V>(std::marker::PhantomData<(K, V)>);
+    impl<'de, K, V> serde::de::Visitor<'de> for Entries<K, V>
+    where
+        K: Eq + std::hash::Hash + Deserialize<'de>,
+        V: Deserialize<'de>,
+    {
+        type Value = HashMap<K, V>;
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("a map")
+        }
+        fn visit_map<A: serde::de::MapAccess<'de>>(
+            self,
+            mut map: A,
+        ) -> Result<Self::Value, A::Error> {
+            let capacity = map.size_hint().unwrap_or(0).min(1 << 26);
+            let mut entries = HashMap::with_capacity_and_hasher(capacity, Default::default());
+            while let Some((key, value)) = map.next_entry()? {
+                entries.insert(key, value);
+            }
+            Ok(entries)
+        }
+    }
+    deserializer.deserialize_map(Entries(std::marker::PhantomData))
 }
 
 /// Reads a map that was written in key order, building the tree in one pass instead of
@@ -196,6 +258,7 @@ impl Roll {
                 let number = u32::try_from(self.timelines.len())
                     .map_err(|_| Error::Corrupt("more than 4 billion households".into()))?;
                 self.timelines.push(Timeline::default());
+                self.numbered.push(id.clone());
                 (None, Vec::new(), Vec::new(), number)
             }
         };
@@ -236,7 +299,7 @@ impl Roll {
             // Only an identify starts a household, and the rules refuse anything else first;
             // a log that says otherwise leaves the household as it was.
             if let Some(state) = untouched {
-                regions.push(state.region_code);
+                note_region(&mut regions, &seqs, state.region_code);
                 self.households.insert(
                     id.clone(),
                     HouseholdEntry {
@@ -249,11 +312,11 @@ impl Roll {
             }
             return Ok(());
         };
-        regions.push(after.region_code);
+        note_region(&mut regions, &seqs, after.region_code);
         if let Some((snapshot, members)) = &footprint {
             for person in members {
-                if self.persons.get(person) == Some(id) {
-                    self.persons.remove(person);
+                if self.persons.get(&person.compact()) == Some(&number) {
+                    self.persons.remove(&person.compact());
                 }
             }
             if snapshot.region_code != after.region_code {
@@ -262,7 +325,7 @@ impl Roll {
             stats::count(&mut self.tallies, snapshot, -1);
         }
         for person in after.active_members() {
-            self.persons.insert(*person, id.clone());
+            self.persons.insert(person.compact(), number);
         }
         let key = (after.region_code, id.clone());
         if !self.by_region.contains_key(&key) {
@@ -298,10 +361,8 @@ impl Roll {
     ) -> Option<(Option<RegionCode>, RegionCode)> {
         let entry = self.households.get(id)?;
         let index = entry.seqs.binary_search(&seq).ok()?;
-        let after = *entry.regions.get(index)?;
-        let before = index
-            .checked_sub(1)
-            .and_then(|i| entry.regions.get(i).copied());
+        let after = entry.region_after(index)?;
+        let before = index.checked_sub(1).and_then(|i| entry.region_after(i));
         Some((before, after))
     }
 
@@ -462,6 +523,45 @@ impl Roll {
 
 impl PersonDirectory for Roll {
     fn household_of(&self, person: &IdNumber) -> Option<HouseholdId> {
-        self.persons.get(person).cloned()
+        let number = *self.persons.get(&person.compact())?;
+        self.numbered.get(number as usize).cloned()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Regions noted event by event read back event by event, though only changes are kept.
+    #[test]
+    fn regions_are_kept_as_changes_and_read_back_per_event() {
+        let region = |n: u64| RegionCode::parse(&format!("{:012}", 610_602_201_000 + n)).unwrap();
+        let cases: [&[u64]; 5] = [&[1], &[1, 1, 1], &[1, 2], &[1, 1, 2, 2, 1], &[3, 2, 1, 1]];
+        for after_each in cases {
+            let mut entry = HouseholdEntry {
+                state: PackedState(Box::new([])),
+                seqs: Vec::new(),
+                regions: Vec::new(),
+                number: 0,
+            };
+            for (i, n) in after_each.iter().enumerate() {
+                entry.seqs.push(10 * (i as u64 + 1));
+                note_region(&mut entry.regions, &entry.seqs, region(*n));
+            }
+            let changes = 1 + after_each.windows(2).filter(|w| w[0] != w[1]).count();
+            assert_eq!(entry.regions.len(), changes, "{after_each:?}");
+            for (i, n) in after_each.iter().enumerate() {
+                assert_eq!(
+                    entry.region_after(i),
+                    Some(region(*n)),
+                    "{after_each:?} at {i}"
+                );
+            }
+            assert_eq!(
+                entry.region_after(after_each.len()),
+                None,
+                "{after_each:?} past the end"
+            );
+        }
     }
 }

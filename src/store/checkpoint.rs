@@ -1,7 +1,7 @@
 //! Checkpoint files: a snapshot of derived data, tied to the log position it was taken at.
 //!
 //! ```text
-//!   roll.checkpoint  =  "RSCKPT02" ‖ seq (u64 BE) ‖ hash(seq) (32) ‖ len (u64 BE)
+//!   roll.checkpoint  =  "RSCKPT03" ‖ seq (u64 BE) ‖ hash(seq) (32) ‖ len (u64 BE)
 //!                       ‖ SHA-256(payload) (32) ‖ payload (len bytes)
 //! ```
 //!
@@ -20,9 +20,10 @@ use sha2::{Digest, Sha256};
 use super::{Hash, Head, GENESIS};
 use crate::error::Error;
 
-/// `02`: the roll's payload changed shape (households' states packed); a reader of `01` files
-/// would only fail to decode them and replay, but the header says so before anything is read.
-const MAGIC: &[u8; 8] = b"RSCKPT02";
+/// The version moves whenever the payload's shape does (`02`: households' states packed; `03`:
+/// compact person index, region changes only): a reader would only fail to decode an older
+/// payload and replay the log, but the header says so before anything is read.
+const MAGIC: &[u8; 8] = b"RSCKPT03";
 const FILE: &str = "roll.checkpoint";
 const HEADER: usize = 8 + 8 + 32 + 8 + 32;
 
