@@ -54,14 +54,15 @@ fn io(what: &str, e: std::io::Error) -> Error {
 pub struct Draft {
     dir: PathBuf,
     temporary: PathBuf,
-    out: Digesting<BufWriter<File>>,
+    /// Buffered before the digest, so that the hash and the file see megabytes at a time
+    /// instead of each of the encoder's many small writes.
+    out: BufWriter<Digesting<File>>,
 }
 
 impl Draft {
     pub fn create(dir: &Path, head: Head) -> Result<Self, Error> {
         let temporary = dir.join(format!("{FILE}.tmp"));
-        let file = File::create(&temporary).map_err(|e| io("create", e))?;
-        let mut inner = BufWriter::with_capacity(1 << 20, file);
+        let mut file = File::create(&temporary).map_err(|e| io("create", e))?;
         let mut header = Vec::with_capacity(HEADER);
         header.extend_from_slice(MAGIC);
         header.extend_from_slice(&head.seq.to_be_bytes());
@@ -69,15 +70,18 @@ impl Draft {
         // Length and digest are not known yet: zeros until `commit` (the file is a .tmp that
         // no reader opens until then).
         header.resize(HEADER, 0);
-        inner.write_all(&header).map_err(|e| io("write", e))?;
+        file.write_all(&header).map_err(|e| io("write", e))?;
         Ok(Self {
             dir: dir.to_owned(),
             temporary,
-            out: Digesting {
-                inner,
-                digest: Sha256::new(),
-                len: 0,
-            },
+            out: BufWriter::with_capacity(
+                1 << 20,
+                Digesting {
+                    inner: file,
+                    digest: Sha256::new(),
+                    len: 0,
+                },
+            ),
         })
     }
 
@@ -91,8 +95,12 @@ impl Draft {
 
     /// Completes the header, syncs the file, and moves it over the old checkpoint.
     pub fn commit(self) -> Result<(), Error> {
-        let Digesting { inner, digest, len } = self.out;
-        let mut file = inner
+        let Digesting {
+            inner: mut file,
+            digest,
+            len,
+        } = self
+            .out
             .into_inner()
             .map_err(|e| io("write", e.into_error()))?;
         let digest: Hash = digest.finalize().into();
