@@ -187,7 +187,21 @@ pub(super) fn spawn(
             .name("rollstore-commit".into())
             .spawn(move || {
                 while let Some(parts) = handoff.take() {
-                    commit(&shared, &epoch, parts);
+                    let committed = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                        commit(&shared, &epoch, parts)
+                    }));
+                    if committed.is_err() {
+                        // The group's callers were answered by their dropped replies. Whatever
+                        // the panic left half done, the roll may no longer match the log: stop
+                        // writes, and keep taking parts so that each is refused, not left
+                        // waiting.
+                        tracing::error!("the committer panicked; writes are stopped");
+                        *shared
+                            .failed
+                            .lock()
+                            .unwrap_or_else(std::sync::PoisonError::into_inner) =
+                            Some("the committer failed unexpectedly (see the server log)".into());
+                    }
                 }
             })
             .map_err(|e| Error::Io(format!("cannot start the committer thread: {e}")))?

@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# Runs the load generator RUNS times against a fresh server and reports, per run, events/s,
+# latency, and the CPU time the server and the load generator each spent per event (from
+# /proc/<pid>/stat and the load generator's rusage): on a shared 2-core machine these are steadier than
+# throughput, and they say where a target's CPU budget goes.
+#
+#   benches/cpu-per-event.sh --concurrency 32 --seconds 5               # single events
+#   benches/cpu-per-event.sh --concurrency 4 --batch 1000 --seconds 6   # batches
+#   RUNS=3 benches/cpu-per-event.sh …
+set -euo pipefail
+cd "$(dirname "$0")/.."
+RUNS=${RUNS:-5}
+PORT=${PORT:-50996}
+BIN=target/release/rollstore
+cargo build --release --quiet
+DIR=$(mktemp -d /tmp/rollstore-cpu.XXXXXX)
+"$BIN" serve --data "$DIR/store" --listen "127.0.0.1:$PORT" 2>>"$DIR/server.log" &
+SERVER=$!
+trap 'kill -TERM $SERVER 2>/dev/null; wait $SERVER 2>/dev/null; rm -rf "$DIR"' EXIT
+until "$BIN" bench --address "127.0.0.1:$PORT" --concurrency 1 --requests 1 --seconds 5 >/dev/null 2>&1; do
+    sleep 0.05
+done
+python3 - "$BIN" "$PORT" "$SERVER" "$RUNS" "$DIR/run.json" "$@" <<'PY'
+import json, os, resource, subprocess, sys
+binary, port, server, runs, out, *args = sys.argv[1:]
+hz = os.sysconf("SC_CLK_TCK")
+def server_seconds():
+    fields = open(f"/proc/{server}/stat").read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / hz  # utime + stime
+for _ in range(int(runs)):
+    before, children = server_seconds(), resource.getrusage(resource.RUSAGE_CHILDREN)
+    subprocess.run([binary, "bench", "--address", f"127.0.0.1:{port}", "--json", out, *args],
+                   check=True, stdout=subprocess.DEVNULL)
+    after, done = server_seconds(), resource.getrusage(resource.RUSAGE_CHILDREN)
+    run = json.load(open(out))
+    events = max(run["events"], 1)
+    client = (done.ru_utime - children.ru_utime) + (done.ru_stime - children.ru_stime)
+    print(f"{run['events_per_second']:9.0f} events/s  p50 {run['latency_ms']['p50']:6.2f} ms  "
+          f"p99 {run['latency_ms']['p99']:6.2f} ms  server {(after - before) * 1e6 / events:5.0f} µs/event  "
+          f"load generator {client * 1e6 / events:5.0f} µs/event", flush=True)
+PY
