@@ -2,9 +2,12 @@
 //! time without replaying the log. Derived data, built only from events.
 //!
 //! ```text
-//!                        ┌ households  HouseholdId → state now, its seqs (the stream index),
-//!                        │             and its timeline (snapshots by seq and date, per epoch)
-//!   Event ─▶ Roll::apply ┼ persons     IdNumber → the household holding them (one-per-person rule)
+//!                        ┌ households  HouseholdId → state now (packed), its seqs (the stream
+//!                        │             index), the regions it moved through, and its number
+//!                        ├ timelines   by number: snapshots by seq and date, per epoch
+//!                        ├ numbered    by number: the household's id
+//!   Event ─▶ Roll::apply ┼ persons     IdNumber (compact) → the number of the household holding
+//!                        │             them (the one-household-per-person rule)
 //!   (in seq order)       ├ requests    request_id → seq (idempotency)
 //!                        ├ by_region   (RegionCode, HouseholdId) now: a county is a range
 //!                        ├ ever        (RegionCode, HouseholdId) for every region a household
