@@ -317,8 +317,11 @@ impl Roll {
         };
         note_region(&mut regions, &seqs, after.region_code);
         if let Some((snapshot, members)) = &footprint {
+            // Only the people the household no longer holds leave the index; the rest are
+            // written again below (most events change no member).
             for person in members {
-                if self.persons.get(&person.compact()) == Some(&number) {
+                let stays = after.active_members().any(|p| p == person);
+                if !stays && self.persons.get(&person.compact()) == Some(&number) {
                     self.persons.remove(&person.compact());
                 }
             }
@@ -330,17 +333,23 @@ impl Roll {
         for person in after.active_members() {
             self.persons.insert(person.compact(), number);
         }
-        let key = (after.region_code, id.clone());
-        if !self.by_region.contains_key(&key) {
-            self.by_region.insert(key.clone(), number);
-        }
-        // A correction may bring back regions of any epoch; otherwise only the new one is new.
+        // The region trees change only for a new household, a move, or a correction (which may
+        // bring back regions of any epoch); most events are none of these, and skipping them
+        // saves two tree searches per event.
+        let moved = footprint
+            .as_ref()
+            .is_none_or(|(snapshot, _)| snapshot.region_code != after.region_code);
         if corrected {
+            self.by_region
+                .entry((after.region_code, id.clone()))
+                .or_insert(number);
             let regions: Vec<RegionCode> = self.timelines[number as usize].regions().collect();
             for region in regions {
                 self.ever.entry((region, id.clone())).or_insert(number);
             }
-        } else {
+        } else if moved {
+            let key = (after.region_code, id.clone());
+            self.by_region.entry(key.clone()).or_insert(number);
             self.ever.entry(key).or_insert(number);
         }
         stats::count(&mut self.tallies, &Snapshot::of(&after), 1);
