@@ -67,6 +67,34 @@ fn calendar_date(year: &[u8], month: &[u8], day: &[u8]) -> Option<Date> {
     )
 }
 
+/// Serializes a checked value as its text and deserializes it through its `parse`, so that
+/// nothing unchecked gets in; neither way allocates (a checkpoint holds millions of them).
+macro_rules! serde_as_text {
+    ($name:ident, $expecting:literal) => {
+        impl Serialize for $name {
+            fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+                serializer.serialize_str(self.as_str())
+            }
+        }
+
+        impl<'de> Deserialize<'de> for $name {
+            fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+                struct Text;
+                impl serde::de::Visitor<'_> for Text {
+                    type Value = $name;
+                    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                        f.write_str($expecting)
+                    }
+                    fn visit_str<E: serde::de::Error>(self, text: &str) -> Result<$name, E> {
+                        $name::parse(text).map_err(E::custom)
+                    }
+                }
+                deserializer.deserialize_str(Text)
+            }
+        }
+    };
+}
+
 /// A household's number (户编号): 1–64 characters of `[0-9A-Za-z_-]`, chosen by the caller.
 ///
 /// Held in a `CompactString`: the same 24 bytes as a `String`, but an id of up to 24 characters
@@ -75,28 +103,7 @@ fn calendar_date(year: &[u8], month: &[u8], day: &[u8]) -> Option<Date> {
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct HouseholdId(CompactString);
 
-/// As its text, checked on the way in.
-impl Serialize for HouseholdId {
-    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.serialize_str(self.as_str())
-    }
-}
-
-impl<'de> Deserialize<'de> for HouseholdId {
-    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        struct Text;
-        impl serde::de::Visitor<'_> for Text {
-            type Value = HouseholdId;
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("a household id")
-            }
-            fn visit_str<E: serde::de::Error>(self, text: &str) -> Result<HouseholdId, E> {
-                HouseholdId::parse(text).map_err(E::custom)
-            }
-        }
-        deserializer.deserialize_str(Text)
-    }
-}
+serde_as_text!(HouseholdId, "a household id");
 
 impl HouseholdId {
     pub const MAX_LEN: usize = 64;
@@ -292,28 +299,7 @@ impl fmt::Display for RegionPrefix {
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct IdNumber([u8; 18]);
 
-/// As its text, checked on the way in; neither way allocates (a checkpoint holds millions).
-impl Serialize for IdNumber {
-    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.serialize_str(self.as_str())
-    }
-}
-
-impl<'de> Deserialize<'de> for IdNumber {
-    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        struct Text;
-        impl serde::de::Visitor<'_> for Text {
-            type Value = IdNumber;
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("an 18-character resident identity number")
-            }
-            fn visit_str<E: serde::de::Error>(self, text: &str) -> Result<IdNumber, E> {
-                IdNumber::parse(text).map_err(E::custom)
-            }
-        }
-        deserializer.deserialize_str(Text)
-    }
-}
+serde_as_text!(IdNumber, "an 18-character resident identity number");
 
 impl IdNumber {
     const WEIGHTS: [u32; 17] = [7, 9, 10, 5, 8, 4, 2, 1, 6, 3, 7, 9, 10, 5, 8, 4, 2];
