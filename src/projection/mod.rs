@@ -2,10 +2,10 @@
 //! time without replaying the log. Derived data, built only from events.
 //!
 //! ```text
-//!                        ┌ households  HouseholdId → state now (packed), its seqs (the stream
-//!                        │             index), the regions it moved through, and its number
-//!                        ├ timelines   by number: snapshots by seq and date, per epoch
-//!                        ├ numbered    by number: the household's id
+//!                        ┌ households  by number, and HouseholdId → number: its state now
+//!                        │             (packed), its seqs (the stream index), the regions it
+//!                        │             moved through, and its timeline (snapshots by seq and
+//!                        │             date, per epoch)
 //!   Event ─▶ Roll::apply ┼ persons     IdNumber (compact) → the number of the household holding
 //!                        │             them (the one-household-per-person rule)
 //!   (in seq order)       ├ requests    request_id → seq (idempotency)
@@ -22,6 +22,7 @@
 //! supplies through [`History`].
 
 mod flows;
+mod households;
 mod stats;
 mod timeline;
 
@@ -36,6 +37,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 pub use flows::Flows;
+use households::Households;
 pub use stats::{Group, Stats, StatsRow, Tally};
 pub use timeline::{Snapshot, Timeline};
 
@@ -91,6 +93,7 @@ impl std::fmt::Debug for PackedState {
 /// One household in the roll.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct HouseholdEntry {
+    pub id: HouseholdId,
     /// Its state now: the fold of its stream with every correction applied.
     pub state: PackedState,
     /// The seqs of its events, corrections included, in record order; `seqs.len()` is its
@@ -101,8 +104,8 @@ pub struct HouseholdEntry {
     /// changed: `(index into seqs, region from that event on)`, the first at index 0. Most
     /// households never move, and a national log has ~10 events per household.
     pub regions: Vec<(u32, RegionCode)>,
-    /// Where its timeline is in `Roll::timelines`.
-    pub number: u32,
+    /// What rosters and counts read of it at any point in time.
+    timeline: Timeline,
 }
 
 impl HouseholdEntry {
@@ -126,8 +129,24 @@ impl HouseholdEntry {
 fn note_region(regions: &mut Vec<(u32, RegionCode)>, seqs: &[u64], region: RegionCode) {
     if regions.last().map(|(_, r)| *r) != Some(region) {
         let index = u32::try_from(seqs.len().saturating_sub(1)).unwrap_or(u32::MAX);
-        regions.push((index, region));
+        push_tight(regions, (index, region));
     }
+}
+
+/// Pushes onto one of the vectors the roll keeps per household (its seqs, its region changes,
+/// its timeline's marks), growing it by one item while it is short instead of doubling it.
+///
+/// A national roll holds one such vector per household and field, most with a handful of
+/// items; doubling (from a first capacity of 4) left a third to a half of them empty, ~150
+/// bytes a household in all. Growing by one costs a reallocation per push, small next to the
+/// rest of an event. Past 16 items a vector grows by half its length, so a long stream still
+/// pushes in amortised constant time.
+pub(crate) fn push_tight<T>(items: &mut Vec<T>, item: T) {
+    if items.len() == items.capacity() {
+        let more = if items.len() < 16 { 1 } else { items.len() / 2 };
+        items.reserve_exact(more);
+    }
+    items.push(item);
 }
 
 /// A position in the roster's order: `(region_code, household_id)`.
@@ -137,18 +156,14 @@ pub type RosterKey = (RegionCode, HouseholdId);
 #[derive(Debug, Default, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Roll {
     head: u64,
-    #[serde(deserialize_with = "presized")]
-    households: HashMap<HouseholdId, HouseholdEntry>,
+    households: Households,
     /// Person (`IdNumber::compact`) → the number of the household holding them: 12 bytes an
     /// entry instead of 42, for ~3 people per household.
     #[serde(deserialize_with = "presized")]
     persons: HashMap<u64, u32>,
-    /// Every household's id, by household number.
-    numbered: Vec<HouseholdId>,
     requests: HashMap<String, u64>,
-    /// Every household's timeline, by household number: the region indexes point here
-    /// directly, so a scan of a region follows no hash lookups.
-    timelines: Vec<Timeline>,
+    /// The region indexes hold household numbers, so a scan of a region reads each timeline
+    /// without a hash lookup.
     #[serde(deserialize_with = "bulk_built")]
     by_region: BTreeMap<RosterKey, u32>,
     #[serde(deserialize_with = "bulk_built")]
@@ -191,6 +206,30 @@ where
         }
     }
     deserializer.deserialize_map(Entries(std::marker::PhantomData))
+}
+
+/// Reads a vector at its full size at once, for the same reason as [`presized`]: serde's own
+/// `Vec` reader allocates at most 1 MiB ahead and doubles from there.
+fn presized_vec<'de, D, T>(deserializer: D) -> Result<Vec<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    struct Items<T>(std::marker::PhantomData<T>);
+    impl<'de, T: Deserialize<'de>> serde::de::Visitor<'de> for Items<T> {
+        type Value = Vec<T>;
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("a sequence")
+        }
+        fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Vec<T>, A::Error> {
+            let mut items = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(1 << 26));
+            while let Some(item) = seq.next_element()? {
+                items.push(item);
+            }
+            Ok(items)
+        }
+    }
+    deserializer.deserialize_seq(Items(std::marker::PhantomData))
 }
 
 /// Reads a map that was written in key order, building the tree in one pass instead of
@@ -242,45 +281,60 @@ impl Roll {
             )));
         }
         let id = &event.household_id;
-        let previous = self.households.remove(id);
-        let (before, mut seqs, mut regions, number) = match previous {
-            Some(entry) => (
-                Some(entry.state.unpack()?),
-                entry.seqs,
-                entry.regions,
-                entry.number,
-            ),
-            None => {
-                let number = u32::try_from(self.timelines.len())
-                    .map_err(|_| Error::Corrupt("more than 4 billion households".into()))?;
-                self.timelines.push(Timeline::default());
-                self.numbered.push(id.clone());
-                (None, Vec::new(), Vec::new(), number)
-            }
+        let known = self.households.number(id);
+        let number = match known {
+            Some(number) => number,
+            None => self.households.next_number()?,
         };
-        let timeline = &mut self.timelines[number as usize];
-        seqs.push(event.seq);
-        // What the old state counted for, taken before the state is folded in place (a
-        // household's state is not cloned on the hot path).
+        // A household new to the roll is built aside and joins it only if the event starts it
+        // (only an identify does; the rules refuse anything else first).
+        let mut newcomer = None;
+        let entry = match known {
+            Some(number) => self
+                .households
+                .by_number_mut(number)
+                .expect("the index holds only numbers of entries"),
+            None => newcomer.insert(HouseholdEntry {
+                id: id.clone(),
+                state: PackedState(Box::new([])),
+                seqs: Vec::new(),
+                regions: Vec::new(),
+                timeline: Timeline::default(),
+            }),
+        };
+        // What can fail comes first, so that a failure leaves the household as it was.
+        let before = match known {
+            Some(_) => Some(entry.state.unpack()?),
+            None => None,
+        };
+        let corrected_stream = match &event.change {
+            Change::Correct(_) => {
+                let seqs: Vec<u64> = entry.seqs.iter().copied().chain([event.seq]).collect();
+                Some(history.events(&seqs)?)
+            }
+            _ => None,
+        };
+        push_tight(&mut entry.seqs, event.seq);
+        // What the old state counted for, taken before the state is folded (a household's
+        // state is not cloned on the hot path).
         let footprint = before.as_ref().map(|b| {
             (
                 Snapshot::of(b),
                 b.active_members().cloned().collect::<Vec<IdNumber>>(),
             )
         });
-        let corrected = matches!(event.change, Change::Correct(_));
-        let (after, untouched) = match &event.change {
-            Change::Correct(_) => {
-                let stream = history.events(&seqs)?;
-                let after = timeline.restart(event.seq, &effective_events(&stream, None));
-                (after, before)
-            }
-            change => {
-                let after = apply(before, event.effective_date, change);
+        let after = match &corrected_stream {
+            Some(stream) => entry
+                .timeline
+                .restart(event.seq, &effective_events(stream, None)),
+            None => {
+                let after = apply(before, event.effective_date, &event.change);
                 if let Some(state) = &after {
-                    timeline.push(event.seq, event.effective_date, Snapshot::of(state));
+                    entry
+                        .timeline
+                        .push(event.seq, event.effective_date, Snapshot::of(state));
                 }
-                (after, None)
+                after
             }
         };
         self.head = event.seq;
@@ -292,23 +346,14 @@ impl Roll {
             _ => self.recorded.push((event.recorded_at, event.seq)),
         }
         let Some(after) = after else {
-            // Only an identify starts a household, and the rules refuse anything else first;
-            // a log that says otherwise leaves the household as it was.
-            if let Some(state) = untouched {
-                note_region(&mut regions, &seqs, state.region_code);
-                self.households.insert(
-                    id.clone(),
-                    HouseholdEntry {
-                        state: PackedState::pack(&state),
-                        seqs,
-                        regions,
-                        number,
-                    },
-                );
+            // A correction that annulled the household's every event leaves its state as it
+            // was; an event that starts no household leaves none.
+            if let Some((snapshot, _)) = &footprint {
+                note_region(&mut entry.regions, &entry.seqs, snapshot.region_code);
             }
             return Ok(());
         };
-        note_region(&mut regions, &seqs, after.region_code);
+        note_region(&mut entry.regions, &entry.seqs, after.region_code);
         if let Some((snapshot, members)) = &footprint {
             // Only the people the household no longer holds leave the index; the rest are
             // written again below (most events change no member).
@@ -332,12 +377,11 @@ impl Roll {
         let moved = footprint
             .as_ref()
             .is_none_or(|(snapshot, _)| snapshot.region_code != after.region_code);
-        if corrected {
+        if corrected_stream.is_some() {
             self.by_region
                 .entry((after.region_code, id.clone()))
                 .or_insert(number);
-            let regions: Vec<RegionCode> = self.timelines[number as usize].regions().collect();
-            for region in regions {
+            for region in entry.timeline.regions() {
                 self.ever.entry((region, id.clone())).or_insert(number);
             }
         } else if moved {
@@ -346,15 +390,11 @@ impl Roll {
             self.ever.entry(key).or_insert(number);
         }
         stats::count(&mut self.tallies, &Snapshot::of(&after), 1);
-        self.households.insert(
-            id.clone(),
-            HouseholdEntry {
-                state: PackedState::pack(&after),
-                seqs,
-                regions,
-                number,
-            },
-        );
+        entry.state = PackedState::pack(&after);
+        if let Some(newcomer) = newcomer {
+            let pushed = self.households.push(newcomer)?;
+            debug_assert_eq!(pushed, number, "a newcomer takes the next number");
+        }
         Ok(())
     }
 
@@ -395,7 +435,7 @@ impl Roll {
             .range((lower, Bound::Unbounded))
             .take_while(move |((region, _), _)| *region <= last)
             .filter_map(move |((region, id), number)| {
-                let snapshot = self.timelines.get(*number as usize)?.at(at)?;
+                let snapshot = self.households.by_number(*number)?.timeline.at(at)?;
                 (snapshot.region_code == *region).then_some((id, snapshot))
             })
     }
@@ -487,11 +527,7 @@ impl Roll {
         let window = k1.min(k2)..=k1.max(k2);
         let mut changes = Vec::new();
         for id in self.ever_under(prefix) {
-            let Some(timeline) = self
-                .households
-                .get(id)
-                .and_then(|entry| self.timelines.get(entry.number as usize))
-            else {
+            let Some(timeline) = self.households.get(id).map(|entry| &entry.timeline) else {
                 continue;
             };
             let (before, after) = (timeline.at(from), timeline.at(to));
@@ -529,7 +565,9 @@ impl Roll {
 impl PersonDirectory for Roll {
     fn household_of(&self, person: &IdNumber) -> Option<HouseholdId> {
         let number = *self.persons.get(&person.compact())?;
-        self.numbered.get(number as usize).cloned()
+        self.households
+            .by_number(number)
+            .map(|entry| entry.id.clone())
     }
 }
 
@@ -544,10 +582,11 @@ mod tests {
         let cases: [&[u64]; 5] = [&[1], &[1, 1, 1], &[1, 2], &[1, 1, 2, 2, 1], &[3, 2, 1, 1]];
         for after_each in cases {
             let mut entry = HouseholdEntry {
+                id: HouseholdId::parse("H1").expect("a valid household id"),
                 state: PackedState(Box::new([])),
                 seqs: Vec::new(),
                 regions: Vec::new(),
-                number: 0,
+                timeline: Timeline::default(),
             };
             for (i, n) in after_each.iter().enumerate() {
                 entry.seqs.push(10 * (i as u64 + 1));

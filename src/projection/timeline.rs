@@ -83,11 +83,14 @@ impl Timeline {
     pub fn push(&mut self, seq: u64, date: Date, snapshot: Snapshot) {
         let epoch = self.epochs.last_mut().expect("a timeline has an epoch");
         if epoch.marks.last().map(|m| m.snapshot) != Some(snapshot) {
-            epoch.marks.push(Mark {
-                seq,
-                date,
-                snapshot,
-            });
+            super::push_tight(
+                &mut epoch.marks,
+                Mark {
+                    seq,
+                    date,
+                    snapshot,
+                },
+            );
         }
     }
 

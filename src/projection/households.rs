@@ -1,0 +1,194 @@
+//! The roll's households: their entries side by side in one vector, by household number, and
+//! a hash index from household id to number.
+//!
+//! ```text
+//!   index: hash(id) → number            entries, by number
+//!   ┌────────────┐                      ┌──────────────────────────────────────────────┐
+//!   │ h("61…01") ┼─────────────────────▶│ 0  id, state, seqs, regions, timeline        │
+//!   │ h("61…07") ┼──────┐               │ 1  …                                         │
+//!   │     …      │      └──────────────▶│ 2  …                                         │
+//!   └────────────┘                      └──────────────────────────────────────────────┘
+//!   4 bytes a slot                      one entry a household, no empty slots
+//! ```
+//!
+//! Why not a `HashMap<HouseholdId, HouseholdEntry>`: a hash table keeps its entries in its own
+//! slots, is at most 7/8 full and grows by doubling, so at a million households about half of
+//! its ~200 MB of ~100-byte slots held nothing, and each growth briefly held the old table and
+//! the new one. Here a slot is a 4-byte number; the entries sit densely in a vector that the
+//! region indexes and the person index address by that same number. A household's number is
+//! the order in which it entered the roll, so a rebuild from the log numbers every household
+//! as the live roll did.
+//!
+//! Only the entries are written to a checkpoint; the index is rebuilt when one is read
+//! (hashing each id once). Pure data: no I/O.
+
+use std::hash::BuildHasher;
+
+use hashbrown::HashTable;
+use serde::{Deserialize, Serialize};
+
+use super::HouseholdEntry;
+use crate::domain::HouseholdId;
+use crate::error::Error;
+
+/// Every household of the roll, by number and by id.
+#[derive(Clone, Default)]
+pub(crate) struct Households {
+    entries: Vec<HouseholdEntry>,
+    index: HashTable<u32>,
+    /// foldhash, seeded per process: the index is never written anywhere.
+    hasher: foldhash::fast::RandomState,
+}
+
+impl Households {
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// The number of household `id`, if it is on the roll.
+    pub fn number(&self, id: &HouseholdId) -> Option<u32> {
+        let entries = &self.entries;
+        self.index
+            .find(self.hasher.hash_one(id), |n| entries[*n as usize].id == *id)
+            .copied()
+    }
+
+    pub fn get(&self, id: &HouseholdId) -> Option<&HouseholdEntry> {
+        self.number(id).and_then(|n| self.by_number(n))
+    }
+
+    pub fn by_number(&self, number: u32) -> Option<&HouseholdEntry> {
+        self.entries.get(number as usize)
+    }
+
+    pub fn by_number_mut(&mut self, number: u32) -> Option<&mut HouseholdEntry> {
+        self.entries.get_mut(number as usize)
+    }
+
+    /// The number the next household to join will take.
+    pub fn next_number(&self) -> Result<u32, Error> {
+        u32::try_from(self.entries.len())
+            .map_err(|_| Error::Corrupt("more than 4 billion households".into()))
+    }
+
+    /// Adds a household not yet on the roll and returns its number.
+    pub fn push(&mut self, entry: HouseholdEntry) -> Result<u32, Error> {
+        let number = self.next_number()?;
+        let hash = self.hasher.hash_one(&entry.id);
+        self.entries.push(entry);
+        let Self {
+            entries,
+            index,
+            hasher,
+        } = self;
+        index.insert_unique(hash, number, |n| hasher.hash_one(&entries[*n as usize].id));
+        Ok(number)
+    }
+
+    /// Rebuilds the index over entries read back, refusing a household that appears twice.
+    fn indexed(entries: Vec<HouseholdEntry>) -> Result<Self, Error> {
+        let mut households = Self {
+            index: HashTable::with_capacity(entries.len()),
+            entries,
+            hasher: Default::default(),
+        };
+        let Self {
+            entries,
+            index,
+            hasher,
+        } = &mut households;
+        for (number, entry) in entries.iter().enumerate() {
+            let hash = hasher.hash_one(&entry.id);
+            if index
+                .find(hash, |n| entries[*n as usize].id == entry.id)
+                .is_some()
+            {
+                return Err(Error::Corrupt(format!(
+                    "household {} appears twice in the roll",
+                    entry.id
+                )));
+            }
+            let number = u32::try_from(number)
+                .map_err(|_| Error::Corrupt("more than 4 billion households".into()))?;
+            index.insert_unique(hash, number, |n| hasher.hash_one(&entries[*n as usize].id));
+        }
+        Ok(households)
+    }
+}
+
+/// Two rolls hold the same households when their entries are the same, number for number.
+impl PartialEq for Households {
+    fn eq(&self, other: &Self) -> bool {
+        self.entries == other.entries
+    }
+}
+
+impl Eq for Households {}
+
+impl std::fmt::Debug for Households {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list().entries(&self.entries).finish()
+    }
+}
+
+impl Serialize for Households {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        self.entries.serialize(serializer)
+    }
+}
+
+impl<'de> Deserialize<'de> for Households {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let entries = super::presized_vec(deserializer)?;
+        Self::indexed(entries).map_err(serde::de::Error::custom)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::projection::{PackedState, Timeline};
+
+    fn entry(id: &str) -> HouseholdEntry {
+        HouseholdEntry {
+            id: HouseholdId::parse(id).expect("a valid household id"),
+            state: PackedState(Box::new([])),
+            seqs: Vec::new(),
+            regions: Vec::new(),
+            timeline: Timeline::default(),
+        }
+    }
+
+    /// Numbers follow arrival, every id finds its own entry, and a checkpoint's round trip
+    /// rebuilds the same index.
+    #[test]
+    fn ids_find_their_numbers_before_and_after_a_round_trip() {
+        let ids: Vec<String> = (0..5_000).map(|n| format!("H{n:07}")).collect();
+        let mut households = Households::default();
+        for (n, id) in ids.iter().enumerate() {
+            assert_eq!(households.push(entry(id)).ok(), Some(n as u32));
+        }
+        let bytes = postcard::to_stdvec(&households).expect("households encode");
+        let read: Households = postcard::from_bytes(&bytes).expect("households decode");
+        assert_eq!(read, households);
+        for both in [&households, &read] {
+            for (n, id) in ids.iter().enumerate() {
+                let id = HouseholdId::parse(id).expect("a valid household id");
+                assert_eq!(both.number(&id), Some(n as u32), "{id}");
+                assert_eq!(both.get(&id).map(|e| &e.id), Some(&id));
+            }
+            let stranger = HouseholdId::parse("H9999999").expect("a valid household id");
+            assert_eq!(both.number(&stranger), None);
+        }
+    }
+
+    /// A checkpoint that lists a household twice is refused, not half-indexed.
+    #[test]
+    fn a_household_listed_twice_is_refused() {
+        let twice = || vec![entry("H1"), entry("H2"), entry("H1")];
+        let indexed = Households::indexed(twice());
+        assert!(indexed.is_err_and(|e| e.to_string().contains("household H1 appears twice")));
+        let bytes = postcard::to_stdvec(&twice()).expect("entries encode");
+        assert!(postcard::from_bytes::<Households>(&bytes).is_err());
+    }
+}
