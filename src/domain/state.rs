@@ -13,12 +13,15 @@
 use serde::{Deserialize, Serialize};
 
 use super::change::{Assessment, Change, Helper, Measure, Member};
-use super::values::{Attribute, Cause, Date, ExitReason, IdNumber, Monitoring, RegionCode, Status};
+use super::values::{
+    date_form, Attribute, Cause, Date, ExitReason, IdNumber, Monitoring, RegionCode, Status,
+};
 
 /// A helper as assigned from a date on.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct HelperAssignment {
     pub helper: Helper,
+    #[serde(with = "date_form")]
     pub since: Date,
 }
 
@@ -40,10 +43,13 @@ pub struct HouseholdState {
     pub helpers: Vec<HelperAssignment>,
     pub assessment: Option<Assessment>,
     /// The latest identification's effective date.
+    #[serde(with = "date_form")]
     pub identified_on: Date,
     /// The latest exit's effective date, while the household is exited or removed.
+    #[serde(with = "date_form::option")]
     pub exited_on: Option<Date>,
     /// The latest effective date among the household's events.
+    #[serde(with = "date_form")]
     pub last_effective_date: Date,
 }
 

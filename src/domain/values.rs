@@ -67,13 +67,81 @@ fn calendar_date(year: &[u8], month: &[u8], day: &[u8]) -> Option<Date> {
     )
 }
 
+/// Dates as their text (`2018-12-31`) to a human-readable format, and as a day number to one
+/// that is not (postcard: packed states and checkpoints), where the text took 11 bytes and the
+/// number takes 3. For `#[serde(with = "date_form")]`; `date_form::option` for `Option<Date>`.
+pub mod date_form {
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    use super::Date;
+    use chrono::Datelike;
+
+    pub fn serialize<S: Serializer>(date: &Date, serializer: S) -> Result<S::Ok, S::Error> {
+        if serializer.is_human_readable() {
+            date.serialize(serializer)
+        } else {
+            serializer.serialize_i32(date.num_days_from_ce())
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Date, D::Error> {
+        if deserializer.is_human_readable() {
+            return Date::deserialize(deserializer);
+        }
+        let days = i32::deserialize(deserializer)?;
+        Date::from_num_days_from_ce_opt(days)
+            .ok_or_else(|| serde::de::Error::custom(format!("day {days} is outside the calendar")))
+    }
+
+    pub mod option {
+        use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+        use super::Date;
+
+        #[derive(Serialize, Deserialize)]
+        struct Form(#[serde(with = "super")] Date);
+
+        pub fn serialize<S: Serializer>(
+            date: &Option<Date>,
+            serializer: S,
+        ) -> Result<S::Ok, S::Error> {
+            date.map(Form).serialize(serializer)
+        }
+
+        pub fn deserialize<'de, D: Deserializer<'de>>(
+            deserializer: D,
+        ) -> Result<Option<Date>, D::Error> {
+            Ok(Option::<Form>::deserialize(deserializer)?.map(|Form(date)| date))
+        }
+    }
+}
+
+/// A checked value's integer form, and the checked way back from one.
+type BinaryOut<T> = fn(&T) -> u64;
+type BinaryIn<T> = fn(u64) -> Result<T, InvalidValue>;
+
 /// Serializes a checked value as its text and deserializes it through its `parse`, so that
 /// nothing unchecked gets in; neither way allocates (a checkpoint holds millions of them).
+///
+/// With a `binary` pair, a format that is not human-readable (postcard: packed states and
+/// checkpoints) gets the value as an integer instead, through the same checks on the way in;
+/// JSON (event bodies, the API's debug output) always sees the text.
 macro_rules! serde_as_text {
     ($name:ident, $expecting:literal) => {
+        serde_as_text!(@impls $name, $expecting, None::<(BinaryOut<$name>, BinaryIn<$name>)>);
+    };
+    ($name:ident, $expecting:literal, binary: $to:expr, $from:expr) => {
+        serde_as_text!(@impls $name, $expecting, Some(($to as BinaryOut<$name>, $from as BinaryIn<$name>)));
+    };
+    (@impls $name:ident, $expecting:literal, $binary:expr) => {
         impl Serialize for $name {
             fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-                serializer.serialize_str(self.as_str())
+                match $binary {
+                    Some((to, _)) if !serializer.is_human_readable() => {
+                        serializer.serialize_u64(to(self))
+                    }
+                    _ => serializer.serialize_str(self.as_str()),
+                }
             }
         }
 
@@ -89,7 +157,12 @@ macro_rules! serde_as_text {
                         $name::parse(text).map_err(E::custom)
                     }
                 }
-                deserializer.deserialize_str(Text)
+                match $binary {
+                    Some((_, from)) if !deserializer.is_human_readable() => {
+                        from(u64::deserialize(deserializer)?).map_err(serde::de::Error::custom)
+                    }
+                    _ => deserializer.deserialize_str(Text),
+                }
             }
         }
     };
@@ -299,7 +372,9 @@ impl fmt::Display for RegionPrefix {
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct IdNumber([u8; 18]);
 
-serde_as_text!(IdNumber, "an 18-character resident identity number");
+// In a packed state or a checkpoint, a number is its compact form: 9 bytes instead of 19, and
+// a national roll holds ~100 million of them.
+serde_as_text!(IdNumber, "an 18-character resident identity number", binary: IdNumber::compact, IdNumber::from_compact);
 
 impl IdNumber {
     const WEIGHTS: [u32; 17] = [7, 9, 10, 5, 8, 4, 2, 1, 6, 3, 7, 9, 10, 5, 8, 4, 2];
@@ -381,6 +456,24 @@ impl IdNumber {
         self.0[..17]
             .iter()
             .fold(0u64, |n, d| n * 10 + u64::from(d - b'0'))
+    }
+
+    /// The number whose [`compact`](Self::compact) form is `compact`, checked as
+    /// [`parse`](Self::parse) checks text (the check character is computed, not trusted).
+    pub fn from_compact(compact: u64) -> Result<Self, InvalidValue> {
+        if compact >= 100_000_000_000_000_000 {
+            return invalid(format!(
+                "{compact} has more than the 17 digits of an ID number"
+            ));
+        }
+        let mut digits = [b'0'; 18];
+        let mut rest = compact;
+        for digit in digits[..17].iter_mut().rev() {
+            *digit = b'0' + (rest % 10) as u8;
+            rest /= 10;
+        }
+        digits[17] = Self::check_character(&digits[..17]);
+        Self::parse(std::str::from_utf8(&digits).expect("digits and a check character are ASCII"))
     }
 
     /// The birth date the number carries (checked when it was parsed).
@@ -591,6 +684,60 @@ mod tests {
         for bad in ["", "a b", "户1", &"x".repeat(65)] {
             assert!(HouseholdId::parse(bad).is_err(), "{bad}");
         }
+    }
+
+    /// Packed states and checkpoints (postcard) carry numbers and dates compactly and read
+    /// them back through the same checks; JSON still carries the text.
+    #[test]
+    fn compact_binary_forms_round_trip_and_json_keeps_the_text() {
+        #[derive(Debug, PartialEq, Serialize, Deserialize)]
+        struct Sample {
+            person: IdNumber,
+            #[serde(with = "date_form")]
+            on: Date,
+            #[serde(with = "date_form::option")]
+            until: Option<Date>,
+        }
+        let date = |text: &str| parse_date(text).expect("a valid date");
+        let cases = [
+            ("11010519491231002X", "0001-01-01", None),
+            ("11010519491231002X", "1949-12-31", Some("2018-12-31")),
+            (
+                with_check("61060219800101001").as_str(),
+                "2020-02-29",
+                Some("9999-12-31"),
+            ),
+        ]
+        .map(|(person, on, until)| Sample {
+            person: IdNumber::parse(person).expect("a valid number"),
+            on: date(on),
+            until: until.map(date),
+        });
+        for sample in cases {
+            let bytes = postcard::to_stdvec(&sample).expect("encodes");
+            assert!(
+                bytes.len() <= 9 + 3 + 4,
+                "{} bytes for {sample:?}",
+                bytes.len()
+            );
+            let read: Sample = postcard::from_bytes(&bytes).expect("decodes");
+            assert_eq!(read, sample);
+            let json = serde_json::to_string(&sample).expect("encodes");
+            assert!(
+                json.contains(&format!("\"{}\"", sample.person.as_str())),
+                "{json}"
+            );
+            assert!(json.contains(&format!("\"{}\"", sample.on)), "{json}");
+            assert_eq!(serde_json::from_str::<Sample>(&json).ok(), Some(sample));
+        }
+        // A compact form with too many digits, or whose birth date is no date, is refused.
+        for bad in [100_000_000_000_000_000u64, 11_010_519_491_331_002] {
+            let bytes = postcard::to_stdvec(&(bad, 0i32, None::<i32>)).expect("encodes");
+            assert!(postcard::from_bytes::<Sample>(&bytes).is_err(), "{bad}");
+        }
+        let outside = postcard::to_stdvec(&(11_010_519_491_231_002u64, i32::MAX, None::<i32>));
+        let outside = outside.expect("encodes");
+        assert!(postcard::from_bytes::<Sample>(&outside).is_err());
     }
 
     #[test]

@@ -50,6 +50,7 @@ impl Snapshot {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 struct Mark {
     seq: u64,
+    #[serde(with = "crate::domain::date_form")]
     date: Date,
     snapshot: Snapshot,
 }
