@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # A scale run you can repeat: build a store of HOUSEHOLDS households and about EVENTS events
 # through the gRPC load generator (AppendBatch of 1,000, the mixed load), then report load
-# time, disk size against the event bodies, the server's peak RSS, the restart time until it
-# serves, and the latency of single writes on the full store against an empty one.
+# time, disk size against the event bodies, the server's peak RSS (loading, and restarted once
+# it serves), the restart time until it serves, and the latency of single writes on the full
+# store against an empty one.
 #
 #   HOUSEHOLDS=1000000 EVENTS=10000000 benches/scale-run.sh      # the issue's scale (~15 min)
 #   HOUSEHOLDS=100000 EVENTS=1000000 benches/scale-run.sh        # the default, a few minutes
@@ -44,9 +45,11 @@ rss=$(peak_rss_mib)
 kill -TERM "$SERVER"; wait "$SERVER" || true
 disk=$(du -sm "$DIR/store" | cut -f1)
 restarts=()
+restart_rss=()
 for _ in $(seq "${RESTARTS:-1}"); do
     start_server
     restarts+=("$STARTED_IN")
+    restart_rss+=("$(peak_rss_mib)")
     kill -TERM "$SERVER"; wait "$SERVER" || true
 done
 bodies=$("$BIN" export --data "$DIR/store" --out "$DIR/export.jsonl" >/dev/null 2>&1; python3 -c "
@@ -58,7 +61,7 @@ print(n//(1024*1024))")
 echo "== results"
 echo "load:     (${loaded_in} s wall) $(python3 -c "import json;d=json.load(open('$DIR/load.json'));print(f\"{d['events']} events in {d['seconds']:.0f} s = {d['events_per_second']:.0f} events/s\")")"
 echo "disk:     ${disk} MiB for ${bodies} MiB of event bodies ($(python3 -c "print(round($disk / max($bodies, 1), 2))")x)"
-echo "peak RSS: ${rss} MiB"
+echo "peak RSS: ${rss} MiB loading; ${restart_rss[*]} MiB restarted, once it serves"
 echo "restart:  ${restarts[*]} ms until it serves (checkpoint + tail; first right after the load)"
 python3 -c "
 import json

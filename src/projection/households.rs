@@ -1,5 +1,5 @@
-//! The roll's households: their entries side by side in one vector, by household number, and
-//! a hash index from household id to number.
+//! The roll's households: their entries side by side, by household number, and a hash index
+//! from household id to number.
 //!
 //! ```text
 //!   index: hash(id) → number            entries, by number
@@ -14,10 +14,10 @@
 //! Why not a `HashMap<HouseholdId, HouseholdEntry>`: a hash table keeps its entries in its own
 //! slots, is at most 7/8 full and grows by doubling, so at a million households about half of
 //! its ~200 MB of ~100-byte slots held nothing, and each growth briefly held the old table and
-//! the new one. Here a slot is a 4-byte number; the entries sit densely in a vector that the
-//! region indexes and the person index address by that same number. A household's number is
-//! the order in which it entered the roll, so a rebuild from the log numbers every household
-//! as the live roll did.
+//! the new one. Here a slot is a 4-byte number; the entries sit densely in fixed-size chunks
+//! (one vector would also double, and copy ~100 MB at a time) that the region indexes and the
+//! person index address by that same number. A household's number is the order in which it
+//! entered the roll, so a rebuild from the log numbers every household as the live roll did.
 //!
 //! Only the entries are written to a checkpoint; the index is rebuilt when one is read
 //! (hashing each id once). Pure data: no I/O.
@@ -34,7 +34,7 @@ use crate::error::Error;
 /// Every household of the roll, by number and by id.
 #[derive(Clone, Default)]
 pub(crate) struct Households {
-    entries: Vec<HouseholdEntry>,
+    entries: Chunked<HouseholdEntry>,
     index: HashTable<u32>,
     /// foldhash, seeded per process: the index is never written anywhere.
     hasher: foldhash::fast::RandomState,
@@ -49,7 +49,7 @@ impl Households {
     pub fn number(&self, id: &HouseholdId) -> Option<u32> {
         let entries = &self.entries;
         self.index
-            .find(self.hasher.hash_one(id), |n| entries[*n as usize].id == *id)
+            .find(self.hasher.hash_one(id), |n| entries.id_is(*n, id))
             .copied()
     }
 
@@ -81,12 +81,12 @@ impl Households {
             index,
             hasher,
         } = self;
-        index.insert_unique(hash, number, |n| hasher.hash_one(&entries[*n as usize].id));
+        index.insert_unique(hash, number, |n| entries.hash_of(*n, hasher));
         Ok(number)
     }
 
     /// Rebuilds the index over entries read back, refusing a household that appears twice.
-    fn indexed(entries: Vec<HouseholdEntry>) -> Result<Self, Error> {
+    fn indexed(entries: Chunked<HouseholdEntry>) -> Result<Self, Error> {
         let mut households = Self {
             index: HashTable::with_capacity(entries.len()),
             entries,
@@ -99,10 +99,7 @@ impl Households {
         } = &mut households;
         for (number, entry) in entries.iter().enumerate() {
             let hash = hasher.hash_one(&entry.id);
-            if index
-                .find(hash, |n| entries[*n as usize].id == entry.id)
-                .is_some()
-            {
+            if index.find(hash, |n| entries.id_is(*n, &entry.id)).is_some() {
                 return Err(Error::Corrupt(format!(
                     "household {} appears twice in the roll",
                     entry.id
@@ -110,7 +107,7 @@ impl Households {
             }
             let number = u32::try_from(number)
                 .map_err(|_| Error::Corrupt("more than 4 billion households".into()))?;
-            index.insert_unique(hash, number, |n| hasher.hash_one(&entries[*n as usize].id));
+            index.insert_unique(hash, number, |n| entries.hash_of(*n, hasher));
         }
         Ok(households)
     }
@@ -127,20 +124,106 @@ impl Eq for Households {}
 
 impl std::fmt::Debug for Households {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_list().entries(&self.entries).finish()
+        f.debug_list().entries(self.entries.iter()).finish()
     }
 }
 
 impl Serialize for Households {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        self.entries.serialize(serializer)
+        use serde::ser::SerializeSeq;
+        let mut seq = serializer.serialize_seq(Some(self.entries.len()))?;
+        for entry in self.entries.iter() {
+            seq.serialize_element(entry)?;
+        }
+        seq.end()
     }
 }
 
 impl<'de> Deserialize<'de> for Households {
     fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        let entries = super::presized_vec(deserializer)?;
+        struct Entries;
+        impl<'de> serde::de::Visitor<'de> for Entries {
+            type Value = Chunked<HouseholdEntry>;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a sequence of households")
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> Result<Self::Value, A::Error> {
+                let mut entries = Chunked::default();
+                while let Some(entry) = seq.next_element()? {
+                    entries.push(entry);
+                }
+                Ok(entries)
+            }
+        }
+        let entries = deserializer.deserialize_seq(Entries)?;
         Self::indexed(entries).map_err(serde::de::Error::custom)
+    }
+}
+
+/// A vector grown a fixed-size chunk at a time: it never reallocates, so it never holds its
+/// old and new buffers at once, and never more than one chunk stands empty.
+#[derive(Clone, PartialEq, Eq)]
+struct Chunked<T> {
+    chunks: Vec<Vec<T>>,
+    len: usize,
+}
+
+impl<T> Default for Chunked<T> {
+    fn default() -> Self {
+        Self {
+            chunks: Vec::new(),
+            len: 0,
+        }
+    }
+}
+
+/// Items per chunk: 16,384 households are ~2 MB.
+const CHUNK: usize = 1 << 14;
+
+impl<T> Chunked<T> {
+    fn len(&self) -> usize {
+        self.len
+    }
+
+    fn get(&self, index: usize) -> Option<&T> {
+        self.chunks.get(index / CHUNK)?.get(index % CHUNK)
+    }
+
+    fn get_mut(&mut self, index: usize) -> Option<&mut T> {
+        self.chunks.get_mut(index / CHUNK)?.get_mut(index % CHUNK)
+    }
+
+    fn push(&mut self, item: T) {
+        match self.chunks.last_mut() {
+            Some(chunk) if chunk.len() < CHUNK => chunk.push(item),
+            _ => {
+                let mut chunk = Vec::with_capacity(CHUNK);
+                chunk.push(item);
+                self.chunks.push(chunk);
+            }
+        }
+        self.len += 1;
+    }
+
+    fn iter(&self) -> impl Iterator<Item = &T> {
+        self.chunks.iter().flatten()
+    }
+}
+
+impl Chunked<HouseholdEntry> {
+    /// Whether household `number` is `id`: the index's equality test.
+    fn id_is(&self, number: u32, id: &HouseholdId) -> bool {
+        self.get(number as usize)
+            .is_some_and(|entry| entry.id == *id)
+    }
+
+    /// The hash of household `number`'s id: the index's rehash when it grows.
+    fn hash_of(&self, number: u32, hasher: &foldhash::fast::RandomState) -> u64 {
+        let entry = self.get(number as usize);
+        hasher.hash_one(&entry.expect("the index holds only numbers of entries").id)
     }
 }
 
@@ -163,7 +246,8 @@ mod tests {
     /// rebuilds the same index.
     #[test]
     fn ids_find_their_numbers_before_and_after_a_round_trip() {
-        let ids: Vec<String> = (0..5_000).map(|n| format!("H{n:07}")).collect();
+        // More than a chunk, so that numbers cross from one chunk to the next.
+        let ids: Vec<String> = (0..CHUNK + 5_000).map(|n| format!("H{n:07}")).collect();
         let mut households = Households::default();
         for (n, id) in ids.iter().enumerate() {
             assert_eq!(households.push(entry(id)).ok(), Some(n as u32));
@@ -186,7 +270,9 @@ mod tests {
     #[test]
     fn a_household_listed_twice_is_refused() {
         let twice = || vec![entry("H1"), entry("H2"), entry("H1")];
-        let indexed = Households::indexed(twice());
+        let mut chunked = Chunked::default();
+        twice().into_iter().for_each(|entry| chunked.push(entry));
+        let indexed = Households::indexed(chunked);
         assert!(indexed.is_err_and(|e| e.to_string().contains("household H1 appears twice")));
         let bytes = postcard::to_stdvec(&twice()).expect("entries encode");
         assert!(postcard::from_bytes::<Households>(&bytes).is_err());

@@ -10,8 +10,9 @@
 //!                        │             them (the one-household-per-person rule)
 //!   (in seq order)       ├ requests    request_id → seq (idempotency)
 //!                        ├ by_region   (RegionCode, HouseholdId) now: a county is a range
-//!                        ├ ever        (RegionCode, HouseholdId) for every region a household
-//!                        │             was ever in: the candidates of a past roster
+//!                        ├ former      (RegionCode, HouseholdId) for every other region a
+//!                        │             household was ever in: with by_region, the candidates
+//!                        │             of a past roster
 //!                        ├ tallies     (RegionCode, Group) → counts now, for GetStats
 //!                        └ recorded    recorded_at → seq, for "known at" a timestamp
 //! ```
@@ -133,6 +134,19 @@ fn note_region(regions: &mut Vec<(u32, RegionCode)>, seqs: &[u64], region: Regio
     }
 }
 
+/// Two ascending runs of roster keys as one ascending run (the region trees hold disjoint keys).
+fn in_key_order<'a>(
+    a: impl Iterator<Item = (&'a RosterKey, &'a u32)>,
+    b: impl Iterator<Item = (&'a RosterKey, &'a u32)>,
+) -> impl Iterator<Item = (&'a RosterKey, &'a u32)> {
+    let (mut a, mut b) = (a.peekable(), b.peekable());
+    std::iter::from_fn(move || match (a.peek(), b.peek()) {
+        (Some((x, _)), Some((y, _))) if y < x => b.next(),
+        (Some(_), _) => a.next(),
+        (None, _) => b.next(),
+    })
+}
+
 /// Pushes onto one of the vectors the roll keeps per household (its seqs, its region changes,
 /// its timeline's marks), growing it by one item while it is short instead of doubling it.
 ///
@@ -166,8 +180,11 @@ pub struct Roll {
     /// without a hash lookup.
     #[serde(deserialize_with = "bulk_built")]
     by_region: BTreeMap<RosterKey, u32>,
+    /// The regions a household was in, in any epoch, and is not in now. A past roster reads
+    /// this and `by_region` together; apart, a household that never moved (most) is in one
+    /// tree instead of two (~50 MB at a million households).
     #[serde(deserialize_with = "bulk_built")]
-    ever: BTreeMap<RosterKey, u32>,
+    former: BTreeMap<RosterKey, u32>,
     tallies: BTreeMap<(RegionCode, Group), StatsRow>,
     /// `(recorded_at, last seq recorded then)`, one entry per distinct time, ascending.
     recorded: Vec<(DateTime<Utc>, u64)>,
@@ -206,30 +223,6 @@ where
         }
     }
     deserializer.deserialize_map(Entries(std::marker::PhantomData))
-}
-
-/// Reads a vector at its full size at once, for the same reason as [`presized`]: serde's own
-/// `Vec` reader allocates at most 1 MiB ahead and doubles from there.
-fn presized_vec<'de, D, T>(deserializer: D) -> Result<Vec<T>, D::Error>
-where
-    D: serde::Deserializer<'de>,
-    T: Deserialize<'de>,
-{
-    struct Items<T>(std::marker::PhantomData<T>);
-    impl<'de, T: Deserialize<'de>> serde::de::Visitor<'de> for Items<T> {
-        type Value = Vec<T>;
-        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-            f.write_str("a sequence")
-        }
-        fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Vec<T>, A::Error> {
-            let mut items = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(1 << 26));
-            while let Some(item) = seq.next_element()? {
-                items.push(item);
-            }
-            Ok(items)
-        }
-    }
-    deserializer.deserialize_seq(Items(std::marker::PhantomData))
 }
 
 /// Reads a map that was written in key order, building the tree in one pass instead of
@@ -364,7 +357,9 @@ impl Roll {
                 }
             }
             if snapshot.region_code != after.region_code {
-                self.by_region.remove(&(snapshot.region_code, id.clone()));
+                let left = (snapshot.region_code, id.clone());
+                self.by_region.remove(&left);
+                self.former.insert(left, number);
             }
             stats::count(&mut self.tallies, snapshot, -1);
         }
@@ -378,16 +373,16 @@ impl Roll {
             .as_ref()
             .is_none_or(|(snapshot, _)| snapshot.region_code != after.region_code);
         if corrected_stream.is_some() {
-            self.by_region
-                .entry((after.region_code, id.clone()))
-                .or_insert(number);
             for region in entry.timeline.regions() {
-                self.ever.entry((region, id.clone())).or_insert(number);
+                if region != after.region_code {
+                    self.former.entry((region, id.clone())).or_insert(number);
+                }
             }
-        } else if moved {
+        }
+        if moved || corrected_stream.is_some() {
             let key = (after.region_code, id.clone());
-            self.by_region.entry(key.clone()).or_insert(number);
-            self.ever.entry(key).or_insert(number);
+            self.former.remove(&key);
+            self.by_region.entry(key).or_insert(number);
         }
         stats::count(&mut self.tallies, &Snapshot::of(&after), 1);
         entry.state = PackedState::pack(&after);
@@ -420,19 +415,18 @@ impl Roll {
         at: PointInTime,
         after: Option<&RosterKey>,
     ) -> impl Iterator<Item = (&HouseholdId, Snapshot)> + '_ {
-        // Now, a household is where it is; at another point, wherever it ever was.
-        let candidates = if at == PointInTime::NOW {
-            &self.by_region
-        } else {
-            &self.ever
-        };
         let (first, last) = prefix.range();
         let lower = match after {
             Some(key) => Bound::Excluded(key.clone()),
             None => Bound::Included((first, HouseholdId::before_all())),
         };
-        candidates
-            .range((lower, Bound::Unbounded))
+        // Now, a household is where it is; at another point, wherever it ever was.
+        let now = self.by_region.range((lower.clone(), Bound::Unbounded));
+        let former = (at != PointInTime::NOW)
+            .then(|| self.former.range((lower, Bound::Unbounded)))
+            .into_iter()
+            .flatten();
+        in_key_order(now, former)
             .take_while(move |((region, _), _)| *region <= last)
             .filter_map(move |((region, id), number)| {
                 let snapshot = self.households.by_number(*number)?.timeline.at(at)?;
@@ -505,10 +499,13 @@ impl Roll {
     /// The households ever under `prefix`, each once.
     pub fn ever_under(&self, prefix: RegionPrefix) -> BTreeSet<&HouseholdId> {
         let (first, last) = prefix.range();
-        self.ever
-            .range((first, HouseholdId::before_all())..)
-            .take_while(|((region, _), _)| *region <= last)
-            .map(|((_, id), _)| id)
+        [&self.by_region, &self.former]
+            .into_iter()
+            .flat_map(|tree| {
+                tree.range((first, HouseholdId::before_all())..)
+                    .take_while(|((region, _), _)| *region <= last)
+                    .map(|((_, id), _)| id)
+            })
             .collect()
     }
 
