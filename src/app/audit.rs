@@ -222,6 +222,19 @@ pub(super) fn subscribe(
 }
 
 /// Loads the roll: the checkpoint if it matches the log, then the tail. Says which it did.
+/// The largest single text or packed state a checkpoint can hold and still be read: the
+/// decoder reads each into one reused buffer (nothing in a roll borrows from its input). A
+/// household whose state outgrew it (hundreds of thousands of measures) would make the
+/// checkpoint unreadable, and the start-up replay the log instead.
+const CHECKPOINT_ITEM_LIMIT: usize = 16 << 20;
+
+/// Decodes a roll from a checkpoint's payload as it is read.
+fn decode_roll(payload: impl std::io::Read) -> Result<Roll, postcard::Error> {
+    // Zeroed on allocation, so its pages cost memory only as far as items reach.
+    let mut scratch = vec![0u8; CHECKPOINT_ITEM_LIMIT];
+    postcard::from_io((payload, &mut scratch)).map(|(roll, _)| roll)
+}
+
 pub fn load_roll(log: &Log) -> Result<(Roll, String), Error> {
     let head = log.head();
     let (mut roll, from) = match checkpoint::read(log.dir()) {
@@ -240,7 +253,7 @@ pub fn load_roll(log: &Log) -> Result<(Roll, String), Error> {
                     at.seq
                 )));
             }
-            match postcard::from_bytes::<Roll>(&payload) {
+            match decode_roll(payload) {
                 Ok(roll) if roll.head() == at.seq => (roll, at.seq),
                 _ => {
                     tracing::warn!("the checkpoint does not decode; replaying the whole log");
@@ -555,5 +568,14 @@ mod tests {
         let bytes = postcard::to_stdvec(&roll).unwrap();
         let decoded: Roll = postcard::from_bytes(&bytes).unwrap();
         assert_eq!(decoded, roll);
+        // Read as a start-up reads it, from a stream through one small buffer: this fails if
+        // anything in a roll borrows from its input (each borrow would keep its bytes).
+        let mut scratch = vec![0u8; 4096];
+        let (streamed, _) = postcard::from_io::<Roll, _>((&bytes[..], &mut scratch)).unwrap();
+        assert_eq!(streamed, roll);
+        assert!(
+            bytes.len() > 100 * scratch.len(),
+            "the roll outgrows the buffer"
+        );
     }
 }

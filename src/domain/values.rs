@@ -161,7 +161,10 @@ macro_rules! serde_as_text {
                     Some((_, from)) if !deserializer.is_human_readable() => {
                         from(u64::deserialize(deserializer)?).map_err(serde::de::Error::custom)
                     }
-                    _ => deserializer.deserialize_str(Text),
+                    // `string`, not `str`: the visitor copies the text anyway, and a checkpoint
+                    // read from a stream can then reuse one small buffer for every id instead
+                    // of keeping them all (postcard lends a `str` from the input).
+                    _ => deserializer.deserialize_string(Text),
                 }
             }
         }

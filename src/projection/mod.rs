@@ -134,6 +134,39 @@ fn note_region(regions: &mut Vec<(u32, RegionCode)>, seqs: &[u64], region: Regio
     }
 }
 
+/// `Roll::recorded` as `(seconds, nanoseconds, seq)`: chrono writes a time as RFC 3339 text,
+/// which postcard lends out of its input, so a checkpoint read from a stream would have to hold
+/// every such text at once.
+mod recorded_form {
+    use chrono::{DateTime, Utc};
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(
+        recorded: &[(DateTime<Utc>, u64)],
+        serializer: S,
+    ) -> Result<S::Ok, S::Error> {
+        serializer.collect_seq(
+            recorded
+                .iter()
+                .map(|(at, seq)| (at.timestamp(), at.timestamp_subsec_nanos(), *seq)),
+        )
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(
+        deserializer: D,
+    ) -> Result<Vec<(DateTime<Utc>, u64)>, D::Error> {
+        Vec::<(i64, u32, u64)>::deserialize(deserializer)?
+            .into_iter()
+            .map(|(seconds, nanos, seq)| {
+                let at = DateTime::from_timestamp(seconds, nanos).ok_or_else(|| {
+                    serde::de::Error::custom(format!("{seconds}.{nanos:09} is not a time"))
+                })?;
+                Ok((at, seq))
+            })
+            .collect()
+    }
+}
+
 /// Two ascending runs of roster keys as one ascending run (the region trees hold disjoint keys).
 fn in_key_order<'a>(
     a: impl Iterator<Item = (&'a RosterKey, &'a u32)>,
@@ -187,6 +220,7 @@ pub struct Roll {
     former: BTreeMap<RosterKey, u32>,
     tallies: BTreeMap<(RegionCode, Group), StatsRow>,
     /// `(recorded_at, last seq recorded then)`, one entry per distinct time, ascending.
+    #[serde(with = "recorded_form")]
     recorded: Vec<(DateTime<Utc>, u64)>,
 }
 

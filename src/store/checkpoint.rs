@@ -1,7 +1,7 @@
 //! Checkpoint files: a snapshot of derived data, tied to the log position it was taken at.
 //!
 //! ```text
-//!   roll.checkpoint  =  "RSCKPT04" ‖ seq (u64 BE) ‖ hash(seq) (32) ‖ len (u64 BE)
+//!   roll.checkpoint  =  "RSCKPT05" ‖ seq (u64 BE) ‖ hash(seq) (32) ‖ len (u64 BE)
 //!                       ‖ SHA-256(payload) (32) ‖ payload (len bytes)
 //! ```
 //!
@@ -12,7 +12,7 @@
 //! This module knows bytes, not what the payload means.
 
 use std::fs::{self, File};
-use std::io::{BufWriter, Seek, SeekFrom, Write};
+use std::io::{BufReader, BufWriter, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
 use sha2::{Digest, Sha256};
@@ -22,9 +22,9 @@ use crate::error::Error;
 
 /// The version moves whenever the payload's shape does (`02`: households' states packed; `03`:
 /// compact person index, region changes only; `04`: households side by side, each with its
-/// timeline): a reader would only fail to decode an older
+/// timeline; `05`: numbers, dates and times compact, nothing borrowed from the input): a reader would only fail to decode an older
 /// payload and replay the log, but the header says so before anything is read.
-const MAGIC: &[u8; 8] = b"RSCKPT04";
+const MAGIC: &[u8; 8] = b"RSCKPT05";
 const FILE: &str = "roll.checkpoint";
 const HEADER: usize = 8 + 8 + 32 + 8 + 32;
 
@@ -145,37 +145,63 @@ pub enum Unusable {
     Damaged(String),
 }
 
-/// Reads the checkpoint: its position and payload, checked against its own digest.
-pub fn read(dir: &Path) -> Result<(Head, Vec<u8>), Unusable> {
-    let mut bytes = match fs::read(path(dir)) {
-        Ok(bytes) => bytes,
+/// A checkpoint's payload, checked against its digest: read it once, from the start.
+pub struct Payload(std::io::Take<BufReader<File>>);
+
+impl Read for Payload {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        self.0.read(buf)
+    }
+}
+
+/// Reads the checkpoint's header and checks its payload against its digest; the payload is
+/// then read from the file as it is decoded, never held whole (it is hundreds of megabytes for
+/// a national roll, and a restart also builds the roll from it).
+///
+/// The digest is checked first, in a pass that holds one buffer, so that a decoder only sees
+/// bytes this code wrote: a checkpoint's counts size its allocations.
+pub fn read(dir: &Path) -> Result<(Head, Payload), Unusable> {
+    let cannot = |e: std::io::Error| Unusable::Damaged(format!("cannot read it: {e}"));
+    let mut file = match File::open(path(dir)) {
+        Ok(file) => file,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(Unusable::Missing),
-        Err(e) => return Err(Unusable::Damaged(format!("cannot read it: {e}"))),
+        Err(e) => return Err(cannot(e)),
     };
     let damaged = |why: &str| Unusable::Damaged(why.to_owned());
-    if bytes.len() < HEADER || &bytes[..8] != MAGIC {
+    let mut header = [0u8; HEADER];
+    if file.read_exact(&mut header).is_err() || &header[..8] != MAGIC {
         return Err(damaged("it does not start with a checkpoint header"));
     }
     let u64_at = |at: usize| {
         let mut b = [0u8; 8];
-        b.copy_from_slice(&bytes[at..at + 8]);
+        b.copy_from_slice(&header[at..at + 8]);
         u64::from_be_bytes(b)
     };
     let seq = u64_at(8);
     let mut hash = GENESIS;
-    hash.copy_from_slice(&bytes[16..48]);
+    hash.copy_from_slice(&header[16..48]);
     let len = u64_at(48);
-    let payload = &bytes[HEADER..];
-    if payload.len() as u64 != len {
-        return Err(damaged("it is truncated"));
+    let mut digest = Sha256::new();
+    let mut buffer = vec![0u8; 1 << 20];
+    let mut seen = 0u64;
+    loop {
+        let n = file.read(&mut buffer).map_err(cannot)?;
+        if n == 0 {
+            break;
+        }
+        digest.update(&buffer[..n]);
+        seen += n as u64;
     }
-    let digest: Hash = Sha256::digest(payload).into();
-    if digest[..] != bytes[56..88] {
+    if seen != len {
+        return Err(damaged("its length is not the one its header gives"));
+    }
+    let digest: Hash = digest.finalize().into();
+    if digest[..] != header[56..88] {
         return Err(damaged("its payload does not match its digest"));
     }
-    // In place: the payload of a national roll is hundreds of megabytes; not a second copy.
-    bytes.drain(..HEADER);
-    Ok((Head { seq, hash }, bytes))
+    file.seek(SeekFrom::Start(HEADER as u64)).map_err(cannot)?;
+    let payload = BufReader::with_capacity(1 << 20, file).take(len);
+    Ok((Head { seq, hash }, Payload(payload)))
 }
 
 /// Removes the checkpoint, if there is one.
@@ -194,7 +220,7 @@ mod tests {
     #[test]
     fn round_trip_and_damage() {
         let dir = tempfile::tempdir().unwrap();
-        assert_eq!(read(dir.path()), Err(Unusable::Missing));
+        assert!(matches!(read(dir.path()), Err(Unusable::Missing)));
         let head = Head {
             seq: 42,
             hash: [7; 32],
@@ -205,7 +231,10 @@ mod tests {
             Ok(())
         })
         .unwrap();
-        assert_eq!(read(dir.path()), Ok((head, b"payload".to_vec())));
+        let (read_head, mut payload) = read(dir.path()).unwrap();
+        let mut bytes = Vec::new();
+        payload.read_to_end(&mut bytes).unwrap();
+        assert_eq!((read_head, bytes), (head, b"payload".to_vec()));
         let file = path(dir.path());
         let mut bytes = fs::read(&file).unwrap();
         let last = bytes.len() - 1;
@@ -215,6 +244,6 @@ mod tests {
         fs::write(&file, &bytes[..20]).unwrap();
         assert!(matches!(read(dir.path()), Err(Unusable::Damaged(_))));
         remove(dir.path()).unwrap();
-        assert_eq!(read(dir.path()), Err(Unusable::Missing));
+        assert!(matches!(read(dir.path()), Err(Unusable::Missing)));
     }
 }
