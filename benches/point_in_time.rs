@@ -255,12 +255,7 @@ fn point_in_time(c: &mut Criterion) {
     group.bench_function("household", |b| {
         b.iter(|| {
             let entry = roll.household(&id).unwrap();
-            let seqs: Vec<u64> = entry
-                .seqs
-                .iter()
-                .copied()
-                .filter(|s| at.knows(*s))
-                .collect();
+            let seqs: Vec<u64> = entry.seqs.iter().filter(|s| at.knows(*s)).collect();
             let stream = log.events(&seqs).unwrap();
             black_box(state_at(&stream, at))
         })

@@ -170,7 +170,7 @@ fn the_figures_hold_for_other_seeds_too() {
                 .map_or(0, |e| e.version());
             let accepted = match &command.change {
                 Change::Correct(_) => {
-                    let seqs = roll.household(&command.household_id).unwrap().seqs.clone();
+                    let seqs = roll.household(&command.household_id).unwrap().seqs.to_vec();
                     rollstore::domain::decide_correction(
                         ctx,
                         &Log(&events).events(&seqs).unwrap(),

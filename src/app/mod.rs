@@ -466,12 +466,7 @@ impl Register {
                 .household(id)
                 .ok_or_else(|| Error::NotFound(format!("household {id} is not registered")))?;
             let now = (point == PointInTime::NOW).then(|| entry.state.clone());
-            let seqs: Vec<u64> = entry
-                .seqs
-                .iter()
-                .copied()
-                .filter(|seq| point.knows(*seq))
-                .collect();
+            let seqs: Vec<u64> = entry.seqs.iter().filter(|seq| point.knows(*seq)).collect();
             (point, known_at, seqs, now)
         };
         let state = match now {
@@ -499,7 +494,7 @@ impl Register {
         let seqs = self
             .roll()
             .household(id)
-            .map(|entry| entry.seqs.clone())
+            .map(|entry| entry.seqs.to_vec())
             .ok_or_else(|| Error::NotFound(format!("household {id} is not registered")))?;
         let recorded: Vec<Recorded> = seqs
             .into_iter()
@@ -611,14 +606,7 @@ impl Register {
                 .ever_under(prefix)
                 .into_iter()
                 .filter_map(|id| roll.household(id))
-                .map(|entry| {
-                    entry
-                        .seqs
-                        .iter()
-                        .copied()
-                        .filter(|seq| point.knows(*seq))
-                        .collect()
-                })
+                .map(|entry| entry.seqs.iter().filter(|seq| point.knows(*seq)).collect())
                 .collect();
             (point, known, streams)
         };

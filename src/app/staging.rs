@@ -49,7 +49,7 @@ impl View for Roll {
     }
 
     fn committed_seqs(&self, id: &HouseholdId) -> Vec<u64> {
-        Roll::household(self, id).map_or_else(Vec::new, |entry| entry.seqs.clone())
+        Roll::household(self, id).map_or_else(Vec::new, |entry| entry.seqs.to_vec())
     }
 }
 

@@ -236,7 +236,7 @@ mod tests {
         HouseholdEntry {
             id: HouseholdId::parse(id).expect("a valid household id"),
             state: PackedState(Box::new([])),
-            seqs: Vec::new(),
+            seqs: crate::projection::Seqs::default(),
             regions: Vec::new(),
             timeline: Timeline::default(),
         }

@@ -24,6 +24,7 @@
 
 mod flows;
 mod households;
+mod seqs;
 mod stats;
 mod timeline;
 
@@ -39,6 +40,7 @@ use serde::{Deserialize, Serialize};
 
 pub use flows::Flows;
 use households::Households;
+pub use seqs::Seqs;
 pub use stats::{Group, Stats, StatsRow, Tally};
 pub use timeline::{Snapshot, Timeline};
 
@@ -99,7 +101,7 @@ pub struct HouseholdEntry {
     pub state: PackedState,
     /// The seqs of its events, corrections included, in record order; `seqs.len()` is its
     /// version.
-    pub seqs: Vec<u64>,
+    pub seqs: Seqs,
     /// The household's region just after each of those events, as recorded then (what a
     /// subscription filtered by region matches an event against), stored only where it
     /// changed: `(index into seqs, region from that event on)`, the first at index 0. Most
@@ -127,7 +129,7 @@ impl HouseholdEntry {
 }
 
 /// Notes the region after the newest event of `seqs`, if it differs from the last noted.
-fn note_region(regions: &mut Vec<(u32, RegionCode)>, seqs: &[u64], region: RegionCode) {
+fn note_region(regions: &mut Vec<(u32, RegionCode)>, seqs: &Seqs, region: RegionCode) {
     if regions.last().map(|(_, r)| *r) != Some(region) {
         let index = u32::try_from(seqs.len().saturating_sub(1)).unwrap_or(u32::MAX);
         push_tight(regions, (index, region));
@@ -180,8 +182,8 @@ fn in_key_order<'a>(
     })
 }
 
-/// Pushes onto one of the vectors the roll keeps per household (its seqs, its region changes,
-/// its timeline's marks), growing it by one item while it is short instead of doubling it.
+/// Pushes onto one of the vectors the roll keeps per household (its region changes, its
+/// timeline's marks; its seqs are [`Seqs`]), growing it by one item while it is short instead of doubling it.
 ///
 /// A national roll holds one such vector per household and field, most with a handful of
 /// items; doubling (from a first capacity of 4) left a third to a half of them empty, ~150
@@ -324,7 +326,7 @@ impl Roll {
             None => newcomer.insert(HouseholdEntry {
                 id: id.clone(),
                 state: PackedState(Box::new([])),
-                seqs: Vec::new(),
+                seqs: Seqs::default(),
                 regions: Vec::new(),
                 timeline: Timeline::default(),
             }),
@@ -336,12 +338,12 @@ impl Roll {
         };
         let corrected_stream = match &event.change {
             Change::Correct(_) => {
-                let seqs: Vec<u64> = entry.seqs.iter().copied().chain([event.seq]).collect();
+                let seqs: Vec<u64> = entry.seqs.iter().chain([event.seq]).collect();
                 Some(history.events(&seqs)?)
             }
             _ => None,
         };
-        push_tight(&mut entry.seqs, event.seq);
+        entry.seqs.push(event.seq);
         // What the old state counted for, taken before the state is folded (a household's
         // state is not cloned on the hot path).
         let footprint = before.as_ref().map(|b| {
@@ -434,7 +436,7 @@ impl Roll {
         seq: u64,
     ) -> Option<(Option<RegionCode>, RegionCode)> {
         let entry = self.households.get(id)?;
-        let index = entry.seqs.binary_search(&seq).ok()?;
+        let index = entry.seqs.position(seq)?;
         let after = entry.region_after(index)?;
         let before = index.checked_sub(1).and_then(|i| entry.region_after(i));
         Some((before, after))
@@ -615,7 +617,7 @@ mod tests {
             let mut entry = HouseholdEntry {
                 id: HouseholdId::parse("H1").expect("a valid household id"),
                 state: PackedState(Box::new([])),
-                seqs: Vec::new(),
+                seqs: Seqs::default(),
                 regions: Vec::new(),
                 timeline: Timeline::default(),
             };

@@ -22,9 +22,10 @@ use crate::error::Error;
 
 /// The version moves whenever the payload's shape does (`02`: households' states packed; `03`:
 /// compact person index, region changes only; `04`: households side by side, each with its
-/// timeline; `05`: numbers, dates and times compact, nothing borrowed from the input): a reader would only fail to decode an older
+/// timeline; `05`: numbers, dates and times compact, nothing borrowed from the input; `06`:
+/// seqs delta-encoded): a reader would only fail to decode an older
 /// payload and replay the log, but the header says so before anything is read.
-const MAGIC: &[u8; 8] = b"RSCKPT05";
+const MAGIC: &[u8; 8] = b"RSCKPT06";
 const FILE: &str = "roll.checkpoint";
 const HEADER: usize = 8 + 8 + 32 + 8 + 32;
 
