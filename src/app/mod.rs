@@ -246,14 +246,7 @@ impl Register {
     /// Opens the store in `dir` (creating it if needed), rebuilds the roll from the log, and
     /// starts the writer.
     pub fn open(dir: &Path, config: Config) -> Result<Self, Error> {
-        let log = Log::open(dir)?;
-        let (roll, how) =
-            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| audit::load_roll(&log)))
-                .unwrap_or_else(|_| {
-                    Err(Error::Corrupt(
-                        "reading the log panicked inside sled".into(),
-                    ))
-                })?;
+        let (log, roll, how) = audit::open_with_roll(dir)?;
         tracing::info!(
             head = roll.head(),
             households = roll.households(),
