@@ -183,7 +183,8 @@ fn in_key_order<'a>(
 }
 
 /// Pushes onto one of the vectors the roll keeps per household (its region changes, its
-/// timeline's marks; its seqs are [`Seqs`]), growing it by one item while it is short instead of doubling it.
+/// timeline's marks; its seqs are [`Seqs`]), growing it by one item while it is short instead
+/// of doubling it.
 ///
 /// A national roll holds one such vector per household and field, most with a handful of
 /// items; doubling (from a first capacity of 4) left a third to a half of them empty, ~150

@@ -1,7 +1,7 @@
 //! Checkpoint files: a snapshot of derived data, tied to the log position it was taken at.
 //!
 //! ```text
-//!   roll.checkpoint  =  "RSCKPT05" ‖ seq (u64 BE) ‖ hash(seq) (32) ‖ len (u64 BE)
+//!   roll.checkpoint  =  "RSCKPT06" ‖ seq (u64 BE) ‖ hash(seq) (32) ‖ len (u64 BE)
 //!                       ‖ SHA-256(payload) (32) ‖ payload (len bytes)
 //! ```
 //!
@@ -23,8 +23,8 @@ use crate::error::Error;
 /// The version moves whenever the payload's shape does (`02`: households' states packed; `03`:
 /// compact person index, region changes only; `04`: households side by side, each with its
 /// timeline; `05`: numbers, dates and times compact, nothing borrowed from the input; `06`:
-/// seqs delta-encoded): a reader would only fail to decode an older
-/// payload and replay the log, but the header says so before anything is read.
+/// seqs delta-encoded): a reader would only fail to decode an older payload and replay the
+/// log, but the header says so before anything is read.
 const MAGIC: &[u8; 8] = b"RSCKPT06";
 const FILE: &str = "roll.checkpoint";
 const HEADER: usize = 8 + 8 + 32 + 8 + 32;
