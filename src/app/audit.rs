@@ -27,7 +27,7 @@ use super::{LogHistory, Recorded};
 use crate::domain::RegionPrefix;
 use crate::error::Error;
 use crate::projection::Roll;
-use crate::store::{chain, checkpoint, Head, Log, GENESIS};
+use crate::store::{chain, checkpoint, unpanicked, Head, Log, GENESIS};
 
 /// Events a subscriber reads from the log per step.
 const CHUNK: usize = 512;
@@ -282,17 +282,8 @@ pub fn open_with_roll(dir: &Path) -> Result<(Log, Roll, String), Error> {
         (log, checkpoint)
     });
     let log = log?;
-    let (roll, how) = unpanicked_load(|| load_roll_from(&log, checkpoint))?;
+    let (roll, how) = unpanicked("the log", || load_roll_from(&log, checkpoint))?;
     Ok((log, roll, how))
-}
-
-/// Runs a load, turning a panic inside sled into `Corrupt` (sled panics on some damaged files).
-fn unpanicked_load<T>(load: impl FnOnce() -> Result<T, Error>) -> Result<T, Error> {
-    std::panic::catch_unwind(std::panic::AssertUnwindSafe(load)).unwrap_or_else(|_| {
-        Err(Error::Corrupt(
-            "reading the log panicked inside sled".into(),
-        ))
-    })
 }
 
 /// Loads the roll: the checkpoint if it matches the log, then the tail. Says which it did.

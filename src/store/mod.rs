@@ -122,7 +122,10 @@ struct Storage {
 
 /// Runs `read` on sled, turning a panic (sled panics on some damaged files instead of
 /// returning an error) into `Corrupt`.
-fn unpanicked<T>(what: &str, read: impl FnOnce() -> Result<T, Error>) -> Result<T, Error> {
+pub(crate) fn unpanicked<T>(
+    what: &str,
+    read: impl FnOnce() -> Result<T, Error>,
+) -> Result<T, Error> {
     std::panic::catch_unwind(std::panic::AssertUnwindSafe(read)).unwrap_or_else(|panic| {
         let message = panic
             .downcast_ref::<&str>()
