@@ -5,7 +5,9 @@
 //! - every acknowledged write is in the log exactly once, at the seq it was acknowledged with;
 //! - a write whose answer was lost either fully exists or does not, and retrying it with the
 //!   same request_id settles which (replayed, or appended now);
-//! - the chain verifies, seqs are gapless, and the projections equal a replay of the log;
+//! - the chain verifies, seqs are gapless, and the projections equal a replay of the log —
+//!   including those loaded from a checkpoint, which the server writes in the background every
+//!   few dozen events here, while the writers go on (and the kill may land in one);
 //! - the subscriber, resuming from its last seq + 1, sees every seq once, in order.
 //!
 //! A few rounds run in the normal test suite; `ROLLSTORE_TORTURE_ROUNDS=200 cargo test --release
@@ -45,6 +47,8 @@ async fn start(dir: &std::path::Path) -> Server {
         .args(["serve", "--data"])
         .arg(dir)
         .args(["--listen", &address])
+        // Checkpoints taken while writes go on, many per round.
+        .args(["--checkpoint-every", "40"])
         .env("RUST_LOG", "warn")
         .stdout(Stdio::null())
         .stderr(Stdio::inherit())
@@ -216,6 +220,7 @@ async fn acknowledged_writes_survive_kill_9() {
     let households = Arc::new(Mutex::new(Vec::new()));
     let seen = Arc::new(Mutex::new(Vec::<u64>::new()));
     let mut settled = 0usize;
+    let mut from_checkpoints = 0;
     for round in 0..rounds {
         let mut server = start(dir.path()).await;
         // Settle what the last crash left uncertain: the same request_id again.
@@ -273,7 +278,14 @@ async fn acknowledged_writes_survive_kill_9() {
         // start will load equal a replay of the log.
         let report = audit::verify_store(dir.path(), &|_, _, _| {}).unwrap();
         assert!(report.ok(), "round {round}: {report:?}");
+        if report.loaded.starts_with("checkpoint at seq") {
+            from_checkpoints += 1;
+        }
     }
+    assert!(
+        from_checkpoints > 0,
+        "no round's store had a checkpoint to load: the background checkpoints went untested"
+    );
 
     // Final checks against a live server.
     let server = start(dir.path()).await;

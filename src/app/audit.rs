@@ -385,23 +385,51 @@ fn checkpoint_head(log: &Log, roll: &Roll) -> Result<Head, Error> {
 
 /// Writes the roll as the checkpoint at its head, encoding it straight to the file.
 pub fn write_checkpoint(log: &Log, roll: &Roll) -> Result<Head, Error> {
-    let (head, draft) = draft_checkpoint(log, roll)?;
+    let (head, draft) = draft_checkpoint(log, || roll)?;
     draft.commit()?;
     Ok(head)
 }
 
-/// Encodes the roll into a checkpoint file that is not yet synced or in place: the caller may
-/// release the roll before [`checkpoint::Draft::commit`], which takes most of the time (at 10M
-/// events, writes would otherwise wait seconds on the roll's lock).
-pub fn draft_checkpoint(log: &Log, roll: &Roll) -> Result<(Head, checkpoint::Draft), Error> {
-    let head = checkpoint_head(log, roll)?;
-    let mut draft = checkpoint::Draft::create(log.dir(), head)?;
-    draft.encode(|out| {
-        postcard::to_io(roll, out)
-            .map(drop)
-            .map_err(|e| Error::Io(format!("cannot write the checkpoint: {e}")))
-    })?;
-    Ok((head, draft))
+/// Encodes the roll into a checkpoint file that is not yet synced or in place, taking the
+/// roll with `read` for each piece and releasing it in between (see
+/// [`Roll::begin_checkpoint`]), so that writes wait for a piece, not the whole roll: the
+/// indexes are streamed to the file under the lock, then each chunk of households is encoded
+/// into memory under it and written out after it. [`checkpoint::Draft::commit`], which syncs
+/// the file, needs no roll at all.
+pub fn draft_checkpoint<R: std::ops::Deref<Target = Roll>>(
+    log: &Log,
+    read: impl Fn() -> R,
+) -> Result<(Head, checkpoint::Draft), Error> {
+    let (head, mut draft) = {
+        let roll = read();
+        let head = checkpoint_head(log, &roll)?;
+        let mut draft = checkpoint::Draft::create(log.dir(), head)?;
+        draft.encode(|out| roll.begin_checkpoint(out))?;
+        (head, draft)
+    };
+    let mut piece = Vec::new();
+    let written = loop {
+        piece.clear();
+        let done = match read().continue_checkpoint(Roll::CHECKPOINT_STEP, &mut piece) {
+            Ok(done) => done,
+            Err(error) => break Err(error),
+        };
+        if let Err(error) = draft.encode(|out| {
+            out.write_all(&piece)
+                .map_err(|e| Error::Io(format!("cannot write the checkpoint: {e}")))
+        }) {
+            break Err(error);
+        }
+        if done {
+            break Ok(());
+        }
+    };
+    if written.is_err() {
+        // Otherwise every later write would keep saving households for a checkpoint that
+        // will never read them.
+        read().end_checkpoint();
+    }
+    written.map(|()| (head, draft))
 }
 
 /// What `rollstore verify` found.
@@ -595,43 +623,138 @@ pub fn import(dir: &Path, input: &mut dyn BufRead, progress: &dyn Fn(u64)) -> Re
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::domain::{Command, Event, HouseholdId};
+    use std::cell::RefCell;
+    use std::collections::HashMap;
+
+    /// The demo data set's commands, folded into a roll one by one as the writer would (each
+    /// becomes the next event), with the log they make kept in memory for corrections.
+    struct Replay {
+        commands: std::vec::IntoIter<Command>,
+        log: Events,
+        versions: HashMap<HouseholdId, u64>,
+        roll: Roll,
+    }
+
+    /// The log so far, in memory.
+    #[derive(Default)]
+    struct Events(RefCell<Vec<Event>>);
+
+    impl crate::projection::History for Events {
+        fn events(&self, seqs: &[u64]) -> Result<Vec<Event>, Error> {
+            let events = self.0.borrow();
+            Ok(seqs
+                .iter()
+                .map(|s| events[*s as usize - 1].clone())
+                .collect())
+        }
+    }
+
+    impl Replay {
+        fn of_demo() -> Self {
+            Self {
+                commands: crate::demo::baota::generate(3).commands.into_iter(),
+                log: Events::default(),
+                versions: HashMap::new(),
+                roll: Roll::default(),
+            }
+        }
+
+        /// Applies the next `n` commands (fewer if the data set runs out).
+        fn apply(&mut self, n: usize) {
+            for command in self.commands.by_ref().take(n) {
+                let version = self
+                    .versions
+                    .entry(command.household_id.clone())
+                    .or_insert(0);
+                *version += 1;
+                let seq = self.roll.head() + 1;
+                let event = command.recorded(seq, *version, chrono::Utc::now(), "test");
+                self.log.0.borrow_mut().push(event.clone());
+                self.roll.apply(&event, &self.log).unwrap();
+            }
+        }
+    }
 
     /// Every type a roll holds must survive the checkpoint's encoding, which does not describe
     /// itself: a field that serde skips when empty would not decode.
     #[test]
     fn a_full_roll_survives_the_checkpoint_encoding() {
-        let data = crate::demo::baota::generate(3);
-        let history_events: std::cell::RefCell<Vec<crate::domain::Event>> = Default::default();
-        struct Events<'a>(&'a std::cell::RefCell<Vec<crate::domain::Event>>);
-        impl crate::projection::History for Events<'_> {
-            fn events(&self, seqs: &[u64]) -> Result<Vec<crate::domain::Event>, Error> {
-                let events = self.0.borrow();
-                Ok(seqs
-                    .iter()
-                    .map(|s| events[*s as usize - 1].clone())
-                    .collect())
-            }
-        }
-        let mut roll = Roll::default();
-        let mut versions = std::collections::HashMap::new();
-        for command in data.commands.iter().take(3_000) {
-            let version = versions.entry(command.household_id.clone()).or_insert(0u64);
-            *version += 1;
-            let event = command.recorded(roll.head() + 1, *version, chrono::Utc::now(), "test");
-            history_events.borrow_mut().push(event.clone());
-            roll.apply(&event, &Events(&history_events)).unwrap();
-        }
-        let bytes = postcard::to_stdvec(&roll).unwrap();
+        let mut replay = Replay::of_demo();
+        replay.apply(3_000);
+        let roll = &replay.roll;
+        let bytes = postcard::to_stdvec(roll).unwrap();
         let decoded: Roll = postcard::from_bytes(&bytes).unwrap();
-        assert_eq!(decoded, roll);
+        assert_eq!(&decoded, roll);
         // Read as a start-up reads it, from a stream through one small buffer: this fails if
         // anything in a roll borrows from its input (each borrow would keep its bytes).
         let mut scratch = vec![0u8; 4096];
         let (streamed, _) = postcard::from_io::<Roll, _>((&bytes[..], &mut scratch)).unwrap();
-        assert_eq!(streamed, roll);
+        assert_eq!(&streamed, roll);
         assert!(
             bytes.len() > 100 * scratch.len(),
             "the roll outgrows the buffer"
         );
+    }
+
+    /// A checkpoint written a piece at a time, with writes in between that change households
+    /// it has written, households it has not reached yet, and add new ones, shows the roll as
+    /// it was when it began; the roll cloned then is the oracle. Without writes, its bytes are
+    /// the whole roll's encoding.
+    #[test]
+    fn a_checkpoint_taken_while_writes_go_on_shows_the_roll_as_it_began() {
+        // (households a piece, commands applied between pieces)
+        let cases = [
+            (1, 0),
+            (1, 1),
+            (97, 13),
+            (500, 400),
+            (3_000, 2_500),
+            (100_000, 0),
+        ];
+        for (step, between) in cases {
+            let mut replay = Replay::of_demo();
+            replay.apply(12_000);
+            let began = replay.roll.clone();
+            let mut payload = Vec::new();
+            replay.roll.begin_checkpoint(&mut payload).unwrap();
+            let mut pieces = 0;
+            while !replay.roll.continue_checkpoint(step, &mut payload).unwrap() {
+                pieces += 1;
+                replay.apply(between);
+            }
+            let case = format!("{step} a piece, {between} commands between ({pieces} pieces)");
+            assert!(
+                between == 0 || replay.roll != began,
+                "{case}: no write came in between"
+            );
+            let decoded: Roll = postcard::from_bytes(&payload).expect(&case);
+            assert!(
+                decoded == began,
+                "{case}: the checkpoint is not the roll it began with"
+            );
+            if between == 0 {
+                assert_eq!(payload, postcard::to_stdvec(&began).unwrap(), "{case}");
+            }
+            // The checkpoint ended with its last piece: another may begin.
+            replay.roll.begin_checkpoint(&mut Vec::new()).expect(&case);
+        }
+    }
+
+    /// One checkpoint at a time; an abandoned one ends, and writes stop keeping households
+    /// for it.
+    #[test]
+    fn a_second_checkpoint_waits_for_the_first_to_end() {
+        let mut replay = Replay::of_demo();
+        replay.apply(2_000);
+        replay.roll.begin_checkpoint(&mut Vec::new()).unwrap();
+        let refused = replay.roll.begin_checkpoint(&mut Vec::new());
+        assert!(matches!(refused, Err(Error::Unavailable(_))), "{refused:?}");
+        replay.roll.end_checkpoint();
+        assert!(matches!(
+            replay.roll.continue_checkpoint(10, &mut Vec::new()),
+            Err(Error::Unavailable(_))
+        ));
+        replay.roll.begin_checkpoint(&mut Vec::new()).unwrap();
     }
 }

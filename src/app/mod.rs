@@ -368,7 +368,7 @@ impl Register {
             })
             .await;
             match written {
-                Ok(Ok(head)) => tracing::info!(seq = head.seq, "checkpoint written"),
+                Ok(Ok(_)) => {}
                 Ok(Err(error)) => {
                     tracing::warn!(%error, "no checkpoint written; the next start replays the log")
                 }
@@ -614,8 +614,9 @@ impl Register {
 }
 
 impl Shared {
-    /// Writes the roll as a checkpoint: encoded to the file under the read lock, synced and
-    /// moved into place after the lock is released, so that writes wait only for the encoding.
+    /// Writes the roll as a checkpoint: encoded to the file a piece at a time under the read
+    /// lock (writes wait for one piece, not the whole roll), then synced and moved into place
+    /// without it.
     fn checkpoint(&self) -> Result<Head, Error> {
         if let Some(reason) = self
             .failed
@@ -626,14 +627,21 @@ impl Shared {
             // A roll that missed an event must not be saved as if it were whole.
             return Err(Error::Unavailable(format!("no checkpoint: {reason}")));
         }
-        let roll = self
-            .roll
-            .read()
-            .expect("the roll lock is never held across a panic");
-        let (head, draft) = audit::draft_checkpoint(&self.log, &roll)?;
-        drop(roll);
+        let began = std::time::Instant::now();
+        let (head, draft) = audit::draft_checkpoint(&self.log, || {
+            self.roll
+                .read()
+                .expect("the roll lock is never held across a panic")
+        })?;
+        let encoded = began.elapsed();
         draft.commit()?;
         self.checkpointed.store(head.seq, Ordering::SeqCst);
+        tracing::info!(
+            seq = head.seq,
+            encoded_ms = encoded.as_millis() as u64,
+            synced_ms = (began.elapsed() - encoded).as_millis() as u64,
+            "checkpoint written"
+        );
         Ok(head)
     }
 

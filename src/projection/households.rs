@@ -20,9 +20,16 @@
 //! entered the roll, so a rebuild from the log numbers every household as the live roll did.
 //!
 //! Only the entries are written to a checkpoint; the index is rebuilt when one is read
-//! (hashing each id once). Pure data: no I/O.
+//! (hashing each id once).
+//!
+//! A checkpoint reads the entries a chunk at a time while writes go on between chunks (see
+//! [`Capture`]): a write to an entry the checkpoint has not reached yet first saves the entry as
+//! it was, and the checkpoint writes that saved copy instead, so it still shows every household
+//! as it stood when it began. Pure data: no I/O (a checkpoint's entries are encoded into the
+//! caller's buffer).
 
 use std::hash::BuildHasher;
+use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use hashbrown::HashTable;
 use serde::{Deserialize, Serialize};
@@ -32,12 +39,45 @@ use crate::domain::HouseholdId;
 use crate::error::Error;
 
 /// Every household of the roll, by number and by id.
-#[derive(Clone, Default)]
+#[derive(Default)]
 pub(crate) struct Households {
     entries: Chunked<HouseholdEntry>,
     index: HashTable<u32>,
     /// foldhash, seeded per process: the index is never written anywhere.
     hasher: foldhash::fast::RandomState,
+    /// The checkpoint being written, if one is. A mutex because the checkpoint moves it on
+    /// while it only reads the roll (writes are kept out by the roll's lock, not by this);
+    /// writes, which hold the roll exclusively, reach it without locking.
+    capture: Mutex<Option<Capture>>,
+}
+
+/// A checkpoint of the households under way: entries `written..len` are still to be written,
+/// as they were when it began.
+///
+/// ```text
+///   numbers   0 ……… written ……………… len ……… (households that joined since: not in it)
+///             └ written ┘└ to write: a write here first saves the entry in `before` ┘
+/// ```
+#[derive(Debug)]
+struct Capture {
+    /// The households on the roll when the checkpoint began.
+    len: usize,
+    /// The entries before this number are written.
+    written: usize,
+    /// Entries a write changed before the checkpoint reached them, as they were at its start.
+    before: foldhash::HashMap<u32, HouseholdEntry>,
+}
+
+impl Clone for Households {
+    /// A copy of the households; a checkpoint under way is the original's, not the copy's.
+    fn clone(&self) -> Self {
+        Self {
+            entries: self.entries.clone(),
+            index: self.index.clone(),
+            hasher: self.hasher.clone(),
+            capture: Mutex::default(),
+        }
+    }
 }
 
 impl Households {
@@ -61,8 +101,86 @@ impl Households {
         self.entries.get(number as usize)
     }
 
+    /// The entry of household `number`, to change it. If a checkpoint is under way and has not
+    /// written this entry yet, the entry is saved as it is first (once) for the checkpoint.
     pub fn by_number_mut(&mut self, number: u32) -> Option<&mut HouseholdEntry> {
-        self.entries.get_mut(number as usize)
+        let entry = self.entries.get_mut(number as usize)?;
+        let capture = self
+            .capture
+            .get_mut()
+            .unwrap_or_else(PoisonError::into_inner);
+        if let Some(capture) = capture {
+            if (capture.written..capture.len).contains(&(number as usize)) {
+                capture
+                    .before
+                    .entry(number)
+                    .or_insert_with(|| entry.clone());
+            }
+        }
+        Some(entry)
+    }
+
+    fn capture(&self) -> MutexGuard<'_, Option<Capture>> {
+        // Nothing under this lock can leave the capture half-changed; a panic elsewhere that
+        // poisoned it does not make its contents wrong.
+        self.capture.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Starts a checkpoint of the households as they are now and writes the count that leads
+    /// their sequence; [`Households::write_captured`] writes the entries. Refused while another
+    /// checkpoint is under way: there is one capture.
+    pub fn begin_capture(&self, out: &mut Vec<u8>) -> Result<(), Error> {
+        let mut capture = self.capture();
+        if capture.is_some() {
+            return Err(Error::Unavailable(
+                "another checkpoint of the roll is being written".into(),
+            ));
+        }
+        // A sequence's length, as postcard writes it before the items.
+        postcard::to_io(&self.entries.len(), out).map_err(super::checkpoint_failed)?;
+        *capture = Some(Capture {
+            len: self.entries.len(),
+            written: 0,
+            before: foldhash::HashMap::default(),
+        });
+        Ok(())
+    }
+
+    /// Encodes up to `step` more entries of the checkpoint under way onto `out`, each as it
+    /// was when the checkpoint began, and says whether all are written now; the capture ends
+    /// when they are. Into memory, not a `dyn Write`: an entry is a hundred small fields, and
+    /// a call through `dyn Write` for each made this ~5× slower (while writes wait).
+    pub fn write_captured(&self, step: usize, out: &mut Vec<u8>) -> Result<bool, Error> {
+        let mut guard = self.capture();
+        let capture = guard
+            .as_mut()
+            .ok_or_else(|| Error::Unavailable("no checkpoint of the roll is under way".into()))?;
+        let end = capture.len.min(capture.written.saturating_add(step.max(1)));
+        for number in capture.written..end {
+            let saved = u32::try_from(number)
+                .ok()
+                .and_then(|n| capture.before.remove(&n));
+            let entry = match &saved {
+                Some(entry) => entry,
+                None => self
+                    .entries
+                    .get(number)
+                    .expect("households are only ever added, so every captured number is there"),
+            };
+            postcard::to_io(entry, &mut *out).map_err(super::checkpoint_failed)?;
+        }
+        capture.written = end;
+        let done = end == capture.len;
+        if done {
+            *guard = None;
+        }
+        Ok(done)
+    }
+
+    /// Ends the checkpoint under way, if any (one abandoned on an error): writes stop saving
+    /// entries for it.
+    pub fn end_capture(&self) {
+        *self.capture() = None;
     }
 
     /// The number the next household to join will take.
@@ -80,6 +198,7 @@ impl Households {
             entries,
             index,
             hasher,
+            ..
         } = self;
         index.insert_unique(hash, number, |n| entries.hash_of(*n, hasher));
         Ok(number)
@@ -90,12 +209,13 @@ impl Households {
         let mut households = Self {
             index: HashTable::with_capacity(entries.len()),
             entries,
-            hasher: Default::default(),
+            ..Self::default()
         };
         let Self {
             entries,
             index,
             hasher,
+            ..
         } = &mut households;
         for (number, entry) in entries.iter().enumerate() {
             let hash = hasher.hash_one(&entry.id);

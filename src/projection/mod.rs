@@ -203,10 +203,13 @@ pub(crate) fn push_tight<T>(items: &mut Vec<T>, item: T) {
 pub type RosterKey = (RegionCode, HouseholdId);
 
 /// The register at the head of the log.
-#[derive(Debug, Default, Clone, PartialEq, Eq, Serialize, Deserialize)]
+///
+/// Its serialized form (a checkpoint's payload) is its fields in the order here: the indexes,
+/// then the households, so that a checkpoint can write the indexes in one piece and the
+/// households a chunk at a time (see [`Roll::begin_checkpoint`]).
+#[derive(Debug, Default, Clone, PartialEq, Eq, Deserialize)]
 pub struct Roll {
     head: u64,
-    households: Households,
     /// Person (`IdNumber::compact`) → the number of the household holding them: 12 bytes an
     /// entry instead of 42, for ~3 people per household.
     #[serde(deserialize_with = "presized")]
@@ -225,6 +228,35 @@ pub struct Roll {
     /// `(recorded_at, last seq recorded then)`, one entry per distinct time, ascending.
     #[serde(with = "recorded_form")]
     recorded: Vec<(DateTime<Utc>, u64)>,
+    /// Last: a checkpoint writes them after everything else, a chunk at a time.
+    households: Households,
+}
+
+/// Everything of a roll but its households, in the order of [`Roll`]'s fields: what a
+/// checkpoint writes in one piece while writes wait.
+#[derive(Serialize)]
+struct Indexes<'a> {
+    head: u64,
+    persons: &'a HashMap<u64, u32>,
+    requests: &'a HashMap<String, u64>,
+    by_region: &'a BTreeMap<RosterKey, u32>,
+    former: &'a BTreeMap<RosterKey, u32>,
+    tallies: &'a BTreeMap<(RegionCode, Group), StatsRow>,
+    #[serde(serialize_with = "recorded_form::serialize")]
+    recorded: &'a [(DateTime<Utc>, u64)],
+}
+
+/// The same bytes as a checkpoint's payload (postcard writes a tuple as its items one after
+/// the other, like a struct's fields), so that a roll encoded whole decodes as `Roll`.
+impl Serialize for Roll {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        (self.indexes(), &self.households).serialize(serializer)
+    }
+}
+
+/// A checkpoint's bytes could not be encoded or written.
+fn checkpoint_failed(error: postcard::Error) -> Error {
+    Error::Io(format!("cannot write the checkpoint: {error}"))
 }
 
 /// Reads a hash map at its full size at once, instead of growing it by doubling (each growth
@@ -282,6 +314,60 @@ impl Roll {
     /// The seq of the last event applied.
     pub fn head(&self) -> u64 {
         self.head
+    }
+
+    fn indexes(&self) -> Indexes<'_> {
+        Indexes {
+            head: self.head,
+            persons: &self.persons,
+            requests: &self.requests,
+            by_region: &self.by_region,
+            former: &self.former,
+            tallies: &self.tallies,
+            recorded: &self.recorded,
+        }
+    }
+
+    /// Starts a checkpoint of the roll as it is now: writes everything but the households'
+    /// entries to `out`, and from here on keeps, for the checkpoint, the old version of any
+    /// household a write changes before [`Roll::continue_checkpoint`] has encoded it.
+    ///
+    /// ```text
+    ///   roll lock:  [begin: indexes]  writes  [households 0..4k]  writes  [4k..8k] …
+    ///   payload:     head persons … recorded │ count │ entries, each as it was at begin
+    /// ```
+    ///
+    /// The caller holds the roll's lock against writes during each call, not between them, so
+    /// that writes wait for one piece (the indexes, then a few thousand households), not for
+    /// the whole roll (~2 s at 10M events). Every call after this one must continue or end it.
+    pub fn begin_checkpoint(&self, out: &mut dyn std::io::Write) -> Result<(), Error> {
+        // The encoder writes each small field on its own; through a concrete buffer, each is
+        // a copy into it, not a call through `dyn Write`.
+        use std::io::Write as _;
+        let mut buffered = std::io::BufWriter::with_capacity(64 * 1024, out);
+        postcard::to_io(&self.indexes(), &mut buffered).map_err(checkpoint_failed)?;
+        let mut count = Vec::new();
+        self.households.begin_capture(&mut count)?;
+        buffered
+            .write_all(&count)
+            .and_then(|()| buffered.flush())
+            .map_err(|e| Error::Io(format!("cannot write the checkpoint: {e}")))
+    }
+
+    /// Households a checkpoint encodes in one piece: ~1 ms of encoding while writes wait.
+    pub const CHECKPOINT_STEP: usize = 4_096;
+
+    /// Encodes up to `step` more households of the checkpoint begun by
+    /// [`Roll::begin_checkpoint`] onto `piece`, each as it was then, for the caller to write
+    /// out once it has released the roll; true once every household is encoded (and the
+    /// checkpoint has ended).
+    pub fn continue_checkpoint(&self, step: usize, piece: &mut Vec<u8>) -> Result<bool, Error> {
+        self.households.write_captured(step, piece)
+    }
+
+    /// Abandons the checkpoint under way, if any (after an error writing it).
+    pub fn end_checkpoint(&self) {
+        self.households.end_capture();
     }
 
     pub fn household(&self, id: &HouseholdId) -> Option<&HouseholdEntry> {

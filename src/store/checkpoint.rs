@@ -1,7 +1,7 @@
 //! Checkpoint files: a snapshot of derived data, tied to the log position it was taken at.
 //!
 //! ```text
-//!   roll.checkpoint  =  "RSCKPT06" ‖ seq (u64 BE) ‖ hash(seq) (32) ‖ len (u64 BE)
+//!   roll.checkpoint  =  "RSCKPT07" ‖ seq (u64 BE) ‖ hash(seq) (32) ‖ len (u64 BE)
 //!                       ‖ SHA-256(payload) (32) ‖ payload (len bytes)
 //! ```
 //!
@@ -23,9 +23,10 @@ use crate::error::Error;
 /// The version moves whenever the payload's shape does (`02`: households' states packed; `03`:
 /// compact person index, region changes only; `04`: households side by side, each with its
 /// timeline; `05`: numbers, dates and times compact, nothing borrowed from the input; `06`:
-/// seqs delta-encoded): a reader would only fail to decode an older payload and replay the
+/// seqs delta-encoded; `07`: the households after the indexes, so that a checkpoint can write
+/// them a chunk at a time): a reader would only fail to decode an older payload and replay the
 /// log, but the header says so before anything is read.
-const MAGIC: &[u8; 8] = b"RSCKPT06";
+const MAGIC: &[u8; 8] = b"RSCKPT07";
 const FILE: &str = "roll.checkpoint";
 const HEADER: usize = 8 + 8 + 32 + 8 + 32;
 
@@ -49,10 +50,10 @@ fn io(what: &str, e: std::io::Error) -> Error {
     Error::Io(format!("checkpoint: {what}: {e}"))
 }
 
-/// A checkpoint being written, in two steps so that a caller can release what it encoded
-/// (the roll's lock) before the slow part: the payload streams to the file as it is produced
-/// (hashed and counted on the way), and [`Draft::commit`] then fills in the header's length and
-/// digest, syncs, and renames. The payload never exists twice in memory.
+/// A checkpoint being written, in steps so that a caller can release what it encodes (the
+/// roll's lock) between pieces and before the slow part: the payload streams to the file as it
+/// is produced (hashed and counted on the way), and [`Draft::commit`] then fills in the
+/// header's length and digest, syncs, and renames. The payload never exists twice in memory.
 pub struct Draft {
     dir: PathBuf,
     temporary: PathBuf,
@@ -87,11 +88,12 @@ impl Draft {
         })
     }
 
-    /// Streams the payload into the file (into the page cache; nothing is synced yet).
-    pub fn encode(
+    /// Streams the payload, or its next piece, into the file (into the page cache; nothing is
+    /// synced yet).
+    pub fn encode<T>(
         &mut self,
-        encode: impl FnOnce(&mut dyn Write) -> Result<(), Error>,
-    ) -> Result<(), Error> {
+        encode: impl FnOnce(&mut dyn Write) -> Result<T, Error>,
+    ) -> Result<T, Error> {
         encode(&mut self.out)
     }
 
