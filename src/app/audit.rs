@@ -342,7 +342,14 @@ fn load_roll_from(log: &Log, checkpoint: Checkpoint) -> Result<(Roll, String), E
         }
         previous = entry.hash;
         let recorded = Recorded::decode(entry)?;
-        roll.apply(&recorded.event, &history)?;
+        if let Err(error) = roll.apply(&recorded.event, &history) {
+            if from == 0 {
+                return Err(error);
+            }
+            // The chain held, so the checkpoint is what disagrees: it is only a shortcut.
+            tracing::warn!(%error, "the checkpoint does not match the log's tail; replaying the whole log");
+            return load_roll_from(log, Checkpoint::Missing);
+        }
     }
     let how = if from == 0 {
         format!("replayed {} events", head.seq)
@@ -739,6 +746,48 @@ mod tests {
             // The checkpoint ended with its last piece: another may begin.
             replay.roll.begin_checkpoint(&mut Vec::new()).expect(&case);
         }
+    }
+
+    /// A checkpoint whose digest holds but whose households are ahead of its seq (what a
+    /// checkpoint that failed to keep households as they were would look like) is not folded
+    /// into: the start-up notices a household that already holds a tail event, and replays the
+    /// whole log instead.
+    #[test]
+    fn a_checkpoint_that_does_not_match_its_seq_gives_way_to_a_replay() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = Log::open(dir.path()).unwrap();
+        let mut replay = Replay::of_demo();
+        replay.apply(2_000);
+        let at = replay.roll.clone();
+        replay.apply(1_000);
+        let bodies: Vec<Vec<u8>> = replay
+            .log
+            .0
+            .borrow()
+            .iter()
+            .map(|event| serde_json::to_vec(event).unwrap())
+            .collect();
+        log.append(&bodies).unwrap();
+        // The indexes and household count at seq 2,000, the households as of 3,000.
+        let mut payload = Vec::new();
+        at.begin_checkpoint(&mut payload).unwrap();
+        at.end_checkpoint();
+        replay.roll.begin_checkpoint(&mut Vec::new()).unwrap();
+        replay
+            .roll
+            .continue_checkpoint(at.households(), &mut payload)
+            .unwrap();
+        replay.roll.end_checkpoint();
+        let head = checkpoint_head(&log, &at).unwrap();
+        checkpoint::write(dir.path(), head, |out| {
+            out.write_all(&payload)
+                .map_err(|e| Error::Io(e.to_string()))
+        })
+        .unwrap();
+
+        let (loaded, how) = load_roll(&log).unwrap();
+        assert_eq!(how, "replayed 3000 events");
+        assert!(loaded == replay.roll, "the replayed roll is not the log's");
     }
 
     /// One checkpoint at a time; an abandoned one ends, and writes stop keeping households

@@ -419,6 +419,15 @@ impl Roll {
             }),
         };
         // What can fail comes first, so that a failure leaves the household as it was.
+        if let Some(last) = entry.seqs.last().filter(|last| *last >= event.seq) {
+            // Only a roll that is not the fold of the log before `event` holds a later event
+            // (a checkpoint that does not match the log it is tied to): refuse it rather than
+            // fold it into a wrong stream.
+            return Err(Error::Corrupt(format!(
+                "household {id} already holds event {last}, not before event {}: the roll does not match the log",
+                event.seq
+            )));
+        }
         let before = match known {
             Some(_) => Some(entry.state.unpack()?),
             None => None,
