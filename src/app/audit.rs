@@ -392,9 +392,17 @@ fn checkpoint_head(log: &Log, roll: &Roll) -> Result<Head, Error> {
 
 /// Writes the roll as the checkpoint at its head, encoding it straight to the file.
 pub fn write_checkpoint(log: &Log, roll: &Roll) -> Result<Head, Error> {
-    let (head, draft) = draft_checkpoint(log, || roll)?;
-    draft.commit()?;
-    Ok(head)
+    let drafted = draft_checkpoint(log, || roll)?;
+    drafted.draft.commit()?;
+    Ok(drafted.head)
+}
+
+/// A checkpoint encoded to its file, not yet synced or in place.
+pub struct Drafted {
+    pub head: Head,
+    pub draft: checkpoint::Draft,
+    /// The longest the roll was held for one piece: the longest a write waited for it.
+    pub longest_hold: std::time::Duration,
 }
 
 /// Encodes the roll into a checkpoint file that is not yet synced or in place, taking the
@@ -406,18 +414,26 @@ pub fn write_checkpoint(log: &Log, roll: &Roll) -> Result<Head, Error> {
 pub fn draft_checkpoint<R: std::ops::Deref<Target = Roll>>(
     log: &Log,
     read: impl Fn() -> R,
-) -> Result<(Head, checkpoint::Draft), Error> {
-    let (head, mut draft) = {
+) -> Result<Drafted, Error> {
+    let (head, mut draft, mut longest_hold) = {
         let roll = read();
+        let held = std::time::Instant::now();
         let head = checkpoint_head(log, &roll)?;
         let mut draft = checkpoint::Draft::create(log.dir(), head)?;
         draft.encode(|out| roll.begin_checkpoint(out))?;
-        (head, draft)
+        (head, draft, held.elapsed())
     };
     let mut piece = Vec::new();
     let written = loop {
         piece.clear();
-        let done = match read().continue_checkpoint(Roll::CHECKPOINT_STEP, &mut piece) {
+        let encoded = {
+            let roll = read();
+            let held = std::time::Instant::now();
+            let encoded = roll.continue_checkpoint(Roll::CHECKPOINT_STEP, &mut piece);
+            longest_hold = longest_hold.max(held.elapsed());
+            encoded
+        };
+        let done = match encoded {
             Ok(done) => done,
             Err(error) => break Err(error),
         };
@@ -436,7 +452,11 @@ pub fn draft_checkpoint<R: std::ops::Deref<Target = Roll>>(
         // will never read them.
         read().end_checkpoint();
     }
-    written.map(|()| (head, draft))
+    written.map(|()| Drafted {
+        head,
+        draft,
+        longest_hold,
+    })
 }
 
 /// What `rollstore verify` found.

@@ -628,18 +628,21 @@ impl Shared {
             return Err(Error::Unavailable(format!("no checkpoint: {reason}")));
         }
         let began = std::time::Instant::now();
-        let (head, draft) = audit::draft_checkpoint(&self.log, || {
+        let drafted = audit::draft_checkpoint(&self.log, || {
             self.roll
                 .read()
                 .expect("the roll lock is never held across a panic")
         })?;
         let encoded = began.elapsed();
-        draft.commit()?;
+        drafted.draft.commit()?;
+        let head = drafted.head;
         self.checkpointed.store(head.seq, Ordering::SeqCst);
         tracing::info!(
             seq = head.seq,
             encoded_ms = encoded.as_millis() as u64,
             synced_ms = (began.elapsed() - encoded).as_millis() as u64,
+            // The longest that writes waited for it.
+            longest_hold_ms = drafted.longest_hold.as_millis() as u64,
             "checkpoint written"
         );
         Ok(head)
