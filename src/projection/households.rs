@@ -22,7 +22,7 @@
 //! Only the entries are written to a checkpoint; the index is rebuilt when one is read
 //! (hashing each id once).
 //!
-//! A checkpoint reads the entries a chunk at a time while writes go on between chunks (see
+//! A checkpoint reads the entries a piece at a time while writes go on between pieces (see
 //! [`Capture`]): a write to an entry the checkpoint has not reached yet first saves the entry as
 //! it was, and the checkpoint writes that saved copy instead, so it still shows every household
 //! as it stood when it began. Pure data: no I/O (a checkpoint's entries are encoded into the
@@ -148,8 +148,10 @@ impl Households {
 
     /// Encodes up to `step` more entries of the checkpoint under way onto `out`, each as it
     /// was when the checkpoint began, and says whether all are written now; the capture ends
-    /// when they are. Into memory, not a `dyn Write`: an entry is a hundred small fields, and
-    /// a call through `dyn Write` for each made this ~5× slower (while writes wait).
+    /// when they are. Into memory, for the caller to write out once it has released the roll:
+    /// streamed to the file under the lock (hashing, the file's writes, and a call through
+    /// `dyn Write` for each of an entry's many small fields), 16,384 households took ~45 ms
+    /// under load; encoded into memory, ~13 ms.
     pub fn write_captured(&self, step: usize, out: &mut Vec<u8>) -> Result<bool, Error> {
         let mut guard = self.capture();
         let capture = guard

@@ -206,7 +206,7 @@ pub type RosterKey = (RegionCode, HouseholdId);
 ///
 /// Its serialized form (a checkpoint's payload) is its fields in the order here: the indexes,
 /// then the households, so that a checkpoint can write the indexes in one piece and the
-/// households a chunk at a time (see [`Roll::begin_checkpoint`]).
+/// households a few thousand at a time (see [`Roll::begin_checkpoint`]).
 #[derive(Debug, Default, Clone, PartialEq, Eq, Deserialize)]
 pub struct Roll {
     head: u64,
@@ -228,7 +228,7 @@ pub struct Roll {
     /// `(recorded_at, last seq recorded then)`, one entry per distinct time, ascending.
     #[serde(with = "recorded_form")]
     recorded: Vec<(DateTime<Utc>, u64)>,
-    /// Last: a checkpoint writes them after everything else, a chunk at a time.
+    /// Last: a checkpoint writes them after everything else, a few thousand at a time.
     households: Households,
 }
 
@@ -354,7 +354,7 @@ impl Roll {
             .map_err(|e| Error::Io(format!("cannot write the checkpoint: {e}")))
     }
 
-    /// Households a checkpoint encodes in one piece: ~1 ms of encoding while writes wait.
+    /// Households a checkpoint encodes in one piece: ~3 ms under load, while writes wait.
     pub const CHECKPOINT_STEP: usize = 4_096;
 
     /// Encodes up to `step` more households of the checkpoint begun by
