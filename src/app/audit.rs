@@ -319,7 +319,7 @@ fn load_roll_from(log: &Log, checkpoint: Checkpoint) -> Result<(Roll, String), E
         }
         Checkpoint::Missing => (Roll::default(), 0),
         Checkpoint::Damaged(why) => {
-            tracing::warn!(%why, "the checkpoint is damaged; replaying the whole log");
+            tracing::warn!(%why, "the checkpoint cannot be used; replaying the whole log");
             (Roll::default(), 0)
         }
     };

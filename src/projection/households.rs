@@ -64,6 +64,8 @@ struct Capture {
     len: usize,
     /// The entries before this number are written.
     written: usize,
+    /// Whether the count that leads the entries is written.
+    started: bool,
     /// Entries a write changed before the checkpoint reached them, as they were at its start.
     before: foldhash::HashMap<u32, HouseholdEntry>,
 }
@@ -126,29 +128,27 @@ impl Households {
         self.capture.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Starts a checkpoint of the households as they are now and writes the count that leads
-    /// their sequence; [`Households::write_captured`] writes the entries. Refused while another
-    /// checkpoint is under way: there is one capture.
-    pub fn begin_capture(&self, out: &mut Vec<u8>) -> Result<(), Error> {
+    /// Starts a checkpoint of the households as they are now; [`Households::write_captured`]
+    /// writes them. Refused while another checkpoint is under way: there is one capture.
+    pub fn begin_capture(&self) -> Result<(), Error> {
         let mut capture = self.capture();
         if capture.is_some() {
             return Err(Error::Unavailable(
                 "another checkpoint of the roll is being written".into(),
             ));
         }
-        // A sequence's length, as postcard writes it before the items.
-        postcard::to_io(&self.entries.len(), out).map_err(super::checkpoint_failed)?;
         *capture = Some(Capture {
             len: self.entries.len(),
             written: 0,
+            started: false,
             before: foldhash::HashMap::default(),
         });
         Ok(())
     }
 
-    /// Encodes up to `step` more entries of the checkpoint under way onto `out`, each as it
-    /// was when the checkpoint began, and says whether all are written now; the capture ends
-    /// when they are. Into memory, for the caller to write out once it has released the roll:
+    /// Encodes up to `step` more entries of the checkpoint under way onto `out` (the count
+    /// first), each as it was when the checkpoint began, and says whether all are written now;
+    /// the capture ends when they are. Into memory, for the caller to write out once it has released the roll:
     /// streamed to the file under the lock (hashing, the file's writes, and a call through
     /// `dyn Write` for each of an entry's many small fields), 16,384 households took ~45 ms
     /// under load; encoded into memory, ~13 ms.
@@ -157,6 +157,11 @@ impl Households {
         let capture = guard
             .as_mut()
             .ok_or_else(|| Error::Unavailable("no checkpoint of the roll is under way".into()))?;
+        if !capture.started {
+            // A sequence's length, as postcard writes it before the items.
+            postcard::to_io(&capture.len, &mut *out).map_err(super::checkpoint_failed)?;
+            capture.started = true;
+        }
         let end = capture.len.min(capture.written.saturating_add(step.max(1)));
         for number in capture.written..end {
             let saved = u32::try_from(number)

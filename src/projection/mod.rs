@@ -24,6 +24,7 @@
 
 mod flows;
 mod households;
+mod roster_index;
 mod seqs;
 mod stats;
 mod timeline;
@@ -40,6 +41,7 @@ use serde::{Deserialize, Serialize};
 
 pub use flows::Flows;
 use households::Households;
+use roster_index::RosterIndex;
 pub use seqs::Seqs;
 pub use stats::{Group, Stats, StatsRow, Tally};
 pub use timeline::{Snapshot, Timeline};
@@ -204,9 +206,9 @@ pub type RosterKey = (RegionCode, HouseholdId);
 
 /// The register at the head of the log.
 ///
-/// Its serialized form (a checkpoint's payload) is its fields in the order here: the indexes,
-/// then the households, so that a checkpoint can write the indexes in one piece and the
-/// households a few thousand at a time (see [`Roll::begin_checkpoint`]).
+/// Its serialized form (a checkpoint's payload) is its fields in the order here: first what a
+/// checkpoint writes in one piece, then the region trees and the households, which it writes
+/// a few thousand entries at a time (see [`Roll::begin_checkpoint`]).
 #[derive(Debug, Default, Clone, PartialEq, Eq, Deserialize)]
 pub struct Roll {
     head: u64,
@@ -215,32 +217,27 @@ pub struct Roll {
     #[serde(deserialize_with = "presized")]
     persons: HashMap<u64, u32>,
     requests: HashMap<String, u64>,
-    /// The region indexes hold household numbers, so a scan of a region reads each timeline
-    /// without a hash lookup.
-    #[serde(deserialize_with = "bulk_built")]
-    by_region: BTreeMap<RosterKey, u32>,
-    /// The regions a household was in, in any epoch, and is not in now. A past roster reads
-    /// this and `by_region` together; apart, a household that never moved (most) is in one
-    /// tree instead of two (~50 MB at a million households).
-    #[serde(deserialize_with = "bulk_built")]
-    former: BTreeMap<RosterKey, u32>,
     tallies: BTreeMap<(RegionCode, Group), StatsRow>,
     /// `(recorded_at, last seq recorded then)`, one entry per distinct time, ascending.
     #[serde(with = "recorded_form")]
     recorded: Vec<(DateTime<Utc>, u64)>,
-    /// Last: a checkpoint writes them after everything else, a few thousand at a time.
+    /// The region indexes hold household numbers, so a scan of a region reads each timeline
+    /// without a hash lookup.
+    by_region: RosterIndex,
+    /// The regions a household was in, in any epoch, and is not in now. A past roster reads
+    /// this and `by_region` together; apart, a household that never moved (most) is in one
+    /// tree instead of two (~50 MB at a million households).
+    former: RosterIndex,
     households: Households,
 }
 
-/// Everything of a roll but its households, in the order of [`Roll`]'s fields: what a
-/// checkpoint writes in one piece while writes wait.
+/// The first fields of a [`Roll`], in its order: what a checkpoint writes in one piece while
+/// writes wait (hash maps cannot be read a piece at a time while writes change them).
 #[derive(Serialize)]
 struct Indexes<'a> {
     head: u64,
     persons: &'a HashMap<u64, u32>,
     requests: &'a HashMap<String, u64>,
-    by_region: &'a BTreeMap<RosterKey, u32>,
-    former: &'a BTreeMap<RosterKey, u32>,
     tallies: &'a BTreeMap<(RegionCode, Group), StatsRow>,
     #[serde(serialize_with = "recorded_form::serialize")]
     recorded: &'a [(DateTime<Utc>, u64)],
@@ -250,7 +247,13 @@ struct Indexes<'a> {
 /// the other, like a struct's fields), so that a roll encoded whole decodes as `Roll`.
 impl Serialize for Roll {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        (self.indexes(), &self.households).serialize(serializer)
+        (
+            self.indexes(),
+            &self.by_region,
+            &self.former,
+            &self.households,
+        )
+            .serialize(serializer)
     }
 }
 
@@ -321,53 +324,76 @@ impl Roll {
             head: self.head,
             persons: &self.persons,
             requests: &self.requests,
-            by_region: &self.by_region,
-            former: &self.former,
             tallies: &self.tallies,
             recorded: &self.recorded,
         }
     }
 
-    /// Starts a checkpoint of the roll as it is now: writes everything but the households'
-    /// entries to `out`, and from here on keeps, for the checkpoint, the old version of any
-    /// household a write changes before [`Roll::continue_checkpoint`] has encoded it.
+    /// Starts a checkpoint of the roll as it is now: writes its first fields (the person and
+    /// request indexes, the tallies, the recorded times) to `out`, and from here on keeps, for
+    /// the checkpoint, the old version of any region entry or household a write changes before
+    /// [`Roll::continue_checkpoint`] has encoded it.
     ///
     /// ```text
-    ///   roll lock:  [begin: indexes]  writes  [households 0..4k]  writes  [4k..8k] …
-    ///   payload:     head persons … recorded │ count │ entries, each as it was at begin
+    ///   roll lock:  [begin]  writes  [piece]  writes  [piece] …
+    ///   payload:     head persons requests tallies recorded │ by_region │ former │ households
+    ///                └──────── written by begin ──────────┘ └ 4,096 entries a piece, as at begin ┘
     /// ```
     ///
     /// The caller holds the roll's lock against writes during each call, not between them, so
-    /// that writes wait for one piece (the indexes, then a few thousand households), not for
-    /// the whole roll (~2 s at 10M events). Every call after this one must continue or end it.
+    /// that writes wait for one piece, not for the whole roll (~2 s at 10M events). Every call
+    /// after this one must continue or end it.
     pub fn begin_checkpoint(&self, out: &mut dyn std::io::Write) -> Result<(), Error> {
         // The encoder writes each small field on its own; through a concrete buffer, each is
         // a copy into it, not a call through `dyn Write`.
         use std::io::Write as _;
+        // Refused here, before anything is begun, if another checkpoint is under way.
+        self.households.begin_capture()?;
         let mut buffered = std::io::BufWriter::with_capacity(64 * 1024, out);
-        postcard::to_io(&self.indexes(), &mut buffered).map_err(checkpoint_failed)?;
-        let mut count = Vec::new();
-        self.households.begin_capture(&mut count)?;
-        buffered
-            .write_all(&count)
-            .and_then(|()| buffered.flush())
-            .map_err(|e| Error::Io(format!("cannot write the checkpoint: {e}")))
+        let written = self
+            .by_region
+            .begin_capture()
+            .and_then(|()| self.former.begin_capture())
+            .and_then(|()| {
+                postcard::to_io(&self.indexes(), &mut buffered).map_err(checkpoint_failed)
+            })
+            .and_then(|buffered| {
+                buffered
+                    .flush()
+                    .map_err(|e| Error::Io(format!("cannot write the checkpoint: {e}")))
+            });
+        if written.is_err() {
+            self.end_checkpoint();
+        }
+        written
     }
 
-    /// Households a checkpoint encodes in one piece: ~3 ms under load, while writes wait.
+    /// Entries (region entries, then households) a checkpoint encodes in one piece: ~3 ms
+    /// under load, while writes wait.
     pub const CHECKPOINT_STEP: usize = 4_096;
 
-    /// Encodes up to `step` more households of the checkpoint begun by
-    /// [`Roll::begin_checkpoint`] onto `piece`, each as it was then, for the caller to write
-    /// out once it has released the roll; true once every household is encoded (and the
-    /// checkpoint has ended).
+    /// Encodes up to `step` more entries of the checkpoint begun by
+    /// [`Roll::begin_checkpoint`] onto `piece` (the region trees', then the households'), each
+    /// as it was then, for the caller to write out once it has released the roll; true once
+    /// every entry is encoded (and the checkpoint has ended).
     pub fn continue_checkpoint(&self, step: usize, piece: &mut Vec<u8>) -> Result<bool, Error> {
-        self.households.write_captured(step, piece)
+        if !self.by_region.write_captured(step, piece)?
+            || !self.former.write_captured(step, piece)?
+        {
+            return Ok(false);
+        }
+        let done = self.households.write_captured(step, piece)?;
+        if done {
+            self.end_checkpoint();
+        }
+        Ok(done)
     }
 
-    /// Abandons the checkpoint under way, if any (after an error writing it).
+    /// Ends the checkpoint under way, if any (abandoned after an error, or written).
     pub fn end_checkpoint(&self) {
         self.households.end_capture();
+        self.by_region.end_capture();
+        self.former.end_capture();
     }
 
     pub fn household(&self, id: &HouseholdId) -> Option<&HouseholdEntry> {
@@ -507,14 +533,14 @@ impl Roll {
         if corrected_stream.is_some() {
             for region in entry.timeline.regions() {
                 if region != after.region_code {
-                    self.former.entry((region, id.clone())).or_insert(number);
+                    self.former.insert_if_absent((region, id.clone()), number);
                 }
             }
         }
         if moved || corrected_stream.is_some() {
             let key = (after.region_code, id.clone());
             self.former.remove(&key);
-            self.by_region.entry(key).or_insert(number);
+            self.by_region.insert_if_absent(key, number);
         }
         stats::count(&mut self.tallies, &Snapshot::of(&after), 1);
         entry.state = PackedState::pack(&after);

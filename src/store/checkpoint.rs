@@ -1,7 +1,7 @@
 //! Checkpoint files: a snapshot of derived data, tied to the log position it was taken at.
 //!
 //! ```text
-//!   roll.checkpoint  =  "RSCKPT07" ‖ seq (u64 BE) ‖ hash(seq) (32) ‖ len (u64 BE)
+//!   roll.checkpoint  =  "RSCKPT08" ‖ seq (u64 BE) ‖ hash(seq) (32) ‖ len (u64 BE)
 //!                       ‖ SHA-256(payload) (32) ‖ payload (len bytes)
 //! ```
 //!
@@ -24,9 +24,9 @@ use crate::error::Error;
 /// compact person index, region changes only; `04`: households side by side, each with its
 /// timeline; `05`: numbers, dates and times compact, nothing borrowed from the input; `06`:
 /// seqs delta-encoded; `07`: the households after the indexes, so that a checkpoint can write
-/// them a chunk at a time): a reader would only fail to decode an older payload and replay the
+/// them a piece at a time; `08`: the region trees too): a reader would only fail to decode an older payload and replay the
 /// log, but the header says so before anything is read.
-const MAGIC: &[u8; 8] = b"RSCKPT07";
+const MAGIC: &[u8; 8] = b"RSCKPT08";
 const FILE: &str = "roll.checkpoint";
 const HEADER: usize = 8 + 8 + 32 + 8 + 32;
 
@@ -172,8 +172,15 @@ pub fn read(dir: &Path) -> Result<(Head, Payload), Unusable> {
     };
     let damaged = |why: &str| Unusable::Damaged(why.to_owned());
     let mut header = [0u8; HEADER];
-    if file.read_exact(&mut header).is_err() || &header[..8] != MAGIC {
+    if file.read_exact(&mut header).is_err() || header[..6] != MAGIC[..6] {
         return Err(damaged("it does not start with a checkpoint header"));
+    }
+    if &header[..8] != MAGIC {
+        return Err(Unusable::Damaged(format!(
+            "it was written by another version of rollstore ({}; this one reads {})",
+            String::from_utf8_lossy(&header[..8]),
+            String::from_utf8_lossy(MAGIC)
+        )));
     }
     let u64_at = |at: usize| {
         let mut b = [0u8; 8];
@@ -246,6 +253,14 @@ mod tests {
         assert!(matches!(read(dir.path()), Err(Unusable::Damaged(_))));
         fs::write(&file, &bytes[..20]).unwrap();
         assert!(matches!(read(dir.path()), Err(Unusable::Damaged(_))));
+        // An older version's checkpoint is unusable, and says why.
+        bytes[..8].copy_from_slice(b"RSCKPT01");
+        fs::write(&file, &bytes).unwrap();
+        let older = read(dir.path()).err();
+        assert!(
+            matches!(&older, Some(Unusable::Damaged(why)) if why.contains("another version of rollstore (RSCKPT01")),
+            "{older:?}"
+        );
         remove(dir.path()).unwrap();
         assert!(matches!(read(dir.path()), Err(Unusable::Missing)));
     }

@@ -1,0 +1,297 @@
+//! A region tree of the roll (roster key → household number) that a checkpoint can read a
+//! piece at a time while writes change it.
+//!
+//! ```text
+//!   keys in order   ……… last written ┊ still to write ………………………………………………
+//!                                    ┊ a write here first notes the key's value at the
+//!                                    ┊ checkpoint's start in `before` (None: it had none)
+//!   a piece:  the live keys after `last` merged with `before`'s, each as it was at the start
+//! ```
+//!
+//! Reads go straight to the tree (`Deref`); every change goes through [`RosterIndex::insert`],
+//! [`RosterIndex::insert_if_absent`] or [`RosterIndex::remove`], which keep the checkpoint's
+//! view. Pure data: no I/O (pieces are encoded into the caller's buffer).
+
+use std::collections::BTreeMap;
+use std::ops::Bound;
+use std::sync::{Mutex, MutexGuard, PoisonError};
+
+use serde::{Deserialize, Serialize};
+
+use super::{bulk_built, checkpoint_failed, RosterKey};
+use crate::error::Error;
+
+#[derive(Default)]
+pub(crate) struct RosterIndex {
+    tree: BTreeMap<RosterKey, u32>,
+    /// The checkpoint reading this tree, if one is; a mutex for the same reason as the
+    /// households' (see `Households::capture`).
+    capture: Mutex<Option<Capture>>,
+}
+
+#[derive(Debug)]
+struct Capture {
+    /// Entries when the checkpoint began.
+    len: usize,
+    /// Entries written so far.
+    written: usize,
+    /// Whether the count that leads the entries is written.
+    started: bool,
+    /// The last key written or passed over; `None` before the first.
+    last: Option<RosterKey>,
+    /// Every key not yet written that a write changed since the start, with its value then.
+    before: BTreeMap<RosterKey, Option<u32>>,
+    /// Every entry is written: writes need note nothing more.
+    done: bool,
+}
+
+impl Capture {
+    fn notes(&self, key: &RosterKey) -> bool {
+        !self.done
+            && self.last.as_ref().is_none_or(|last| key > last)
+            && !self.before.contains_key(key)
+    }
+}
+
+impl std::ops::Deref for RosterIndex {
+    type Target = BTreeMap<RosterKey, u32>;
+
+    fn deref(&self) -> &Self::Target {
+        &self.tree
+    }
+}
+
+impl RosterIndex {
+    /// Notes `key`'s value for a checkpoint under way that has not written it yet.
+    fn note(&mut self, key: &RosterKey) {
+        let capture = self
+            .capture
+            .get_mut()
+            .unwrap_or_else(PoisonError::into_inner);
+        if let Some(capture) = capture.as_mut().filter(|c| c.notes(key)) {
+            capture
+                .before
+                .insert(key.clone(), self.tree.get(key).copied());
+        }
+    }
+
+    pub fn insert(&mut self, key: RosterKey, number: u32) {
+        self.note(&key);
+        self.tree.insert(key, number);
+    }
+
+    /// Inserts `key` unless it is there already.
+    pub fn insert_if_absent(&mut self, key: RosterKey, number: u32) {
+        if !self.tree.contains_key(&key) {
+            self.insert(key, number);
+        }
+    }
+
+    pub fn remove(&mut self, key: &RosterKey) {
+        if self.tree.contains_key(key) {
+            self.note(key);
+            self.tree.remove(key);
+        }
+    }
+
+    fn capture(&self) -> MutexGuard<'_, Option<Capture>> {
+        self.capture.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Starts a checkpoint of the tree as it is now. Refused while another is under way.
+    pub fn begin_capture(&self) -> Result<(), Error> {
+        let mut capture = self.capture();
+        if capture.is_some() {
+            return Err(Error::Unavailable(
+                "another checkpoint of the roll is being written".into(),
+            ));
+        }
+        *capture = Some(Capture {
+            len: self.tree.len(),
+            written: 0,
+            started: false,
+            last: None,
+            before: BTreeMap::new(),
+            done: false,
+        });
+        Ok(())
+    }
+
+    /// Encodes up to `step` more entries of the checkpoint under way onto `out` (the count
+    /// first), each as it was when the checkpoint began; true once all are (and then on).
+    pub fn write_captured(&self, step: usize, out: &mut Vec<u8>) -> Result<bool, Error> {
+        let mut guard = self.capture();
+        let capture = guard
+            .as_mut()
+            .ok_or_else(|| Error::Unavailable("no checkpoint of the roll is under way".into()))?;
+        if capture.done {
+            return Ok(true);
+        }
+        if !capture.started {
+            // A map's length, as postcard writes it before the entries.
+            postcard::to_io(&capture.len, &mut *out).map_err(checkpoint_failed)?;
+            capture.started = true;
+        }
+        let after = match &capture.last {
+            Some(last) => Bound::Excluded(last),
+            None => Bound::Unbounded,
+        };
+        let mut live = self.tree.range((after, Bound::Unbounded)).peekable();
+        let mut saved = capture.before.range((after, Bound::Unbounded)).peekable();
+        let (mut written, mut last) = (0, None);
+        while written < step.max(1) {
+            // The next key of either, each once; a noted value overrides the live one.
+            let (key, value) = match (live.peek(), saved.peek()) {
+                (None, None) => break,
+                (Some((live_key, _)), Some((saved_key, _))) if saved_key <= live_key => {
+                    if saved_key == live_key {
+                        live.next();
+                    }
+                    let (key, then) = saved.next().expect("peeked");
+                    (key, *then)
+                }
+                (Some(_), _) => {
+                    let (key, now) = live.next().expect("peeked");
+                    (key, Some(*now))
+                }
+                (None, Some(_)) => {
+                    let (key, then) = saved.next().expect("peeked");
+                    (key, *then)
+                }
+            };
+            // `None`: the key came after the checkpoint began; it is not in it.
+            if let Some(number) = value {
+                postcard::to_io(&(key, number), &mut *out).map_err(checkpoint_failed)?;
+                written += 1;
+            }
+            last = Some(key);
+        }
+        let exhausted = live.peek().is_none() && saved.peek().is_none();
+        let last = last.cloned();
+        capture.written += written;
+        if let Some(last) = last {
+            // What is noted up to `last` is written or passed over: keep only what is ahead.
+            let mut ahead = capture.before.split_off(&last);
+            ahead.remove(&last);
+            capture.before = ahead;
+            capture.last = Some(last);
+        }
+        if exhausted {
+            if capture.written != capture.len {
+                return Err(Error::Io(format!(
+                    "checkpoint: a region index gave {} entries where it held {} at the start",
+                    capture.written, capture.len
+                )));
+            }
+            capture.done = true;
+            capture.before.clear();
+        }
+        Ok(capture.done)
+    }
+
+    /// Ends the checkpoint under way, if any.
+    pub fn end_capture(&self) {
+        *self.capture() = None;
+    }
+}
+
+impl Clone for RosterIndex {
+    /// A copy of the tree; a checkpoint under way is the original's, not the copy's.
+    fn clone(&self) -> Self {
+        Self {
+            tree: self.tree.clone(),
+            capture: Mutex::default(),
+        }
+    }
+}
+
+impl PartialEq for RosterIndex {
+    fn eq(&self, other: &Self) -> bool {
+        self.tree == other.tree
+    }
+}
+
+impl Eq for RosterIndex {}
+
+impl std::fmt::Debug for RosterIndex {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.tree.fmt(f)
+    }
+}
+
+impl Serialize for RosterIndex {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        self.tree.serialize(serializer)
+    }
+}
+
+impl<'de> Deserialize<'de> for RosterIndex {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        Ok(Self {
+            tree: bulk_built(deserializer)?,
+            capture: Mutex::default(),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::{HouseholdId, RegionCode};
+    use rand::{RngExt, SeedableRng};
+
+    fn key(region: u64, id: u64) -> RosterKey {
+        (
+            RegionCode::parse(&format!("{:012}", 610_602_000_000 + region)).unwrap(),
+            HouseholdId::parse(&format!("H{id}")).unwrap(),
+        )
+    }
+
+    /// Pieces of every size, with inserts, re-inserts and removals of keys before, at and
+    /// after the piece boundary in between, read back as the tree was when the checkpoint
+    /// began; the tree cloned then is the oracle.
+    #[test]
+    fn a_tree_read_in_pieces_between_changes_is_the_tree_it_was() {
+        let cases = [
+            (1, 0),
+            (1, 3),
+            (2, 1),
+            (7, 5),
+            (50, 40),
+            (1_000, 200),
+            (10_000, 0),
+        ];
+        for (seed, (step, changes)) in cases.into_iter().enumerate() {
+            let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed as u64);
+            let mut index = RosterIndex::default();
+            for n in 0..2_000 {
+                index.insert(key(rng.random_range(0..20), n), n as u32);
+            }
+            let began = index.tree.clone();
+            index.begin_capture().unwrap();
+            let mut payload = Vec::new();
+            let mut pieces = 0;
+            while !index.write_captured(step, &mut payload).unwrap() {
+                pieces += 1;
+                for _ in 0..changes {
+                    let k = key(rng.random_range(0..20), rng.random_range(0..2_500));
+                    match rng.random_range(0..3) {
+                        0 => index.insert(k, rng.random_range(0..5_000)),
+                        1 => index.insert_if_absent(k, rng.random_range(0..5_000)),
+                        _ => index.remove(&k),
+                    }
+                }
+            }
+            let case = format!("step {step}, {changes} changes a piece, {pieces} pieces");
+            assert!(
+                changes == 0 || index.tree != began,
+                "{case}: nothing changed"
+            );
+            let read: BTreeMap<RosterKey, u32> = postcard::from_bytes(&payload).expect(&case);
+            assert!(read == began, "{case}: not the tree it was");
+            if changes == 0 {
+                assert_eq!(payload, postcard::to_stdvec(&began).unwrap(), "{case}");
+            }
+        }
+    }
+}
