@@ -29,26 +29,24 @@
 //! caller's buffer).
 
 use std::hash::BuildHasher;
-use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use hashbrown::HashTable;
 use serde::{Deserialize, Serialize};
 
+use super::capture::{under_way, Progress, Slot};
 use super::HouseholdEntry;
 use crate::domain::HouseholdId;
 use crate::error::Error;
 
 /// Every household of the roll, by number and by id.
-#[derive(Default)]
+#[derive(Clone, Default)]
 pub(crate) struct Households {
     entries: Chunked<HouseholdEntry>,
     index: HashTable<u32>,
     /// foldhash, seeded per process: the index is never written anywhere.
     hasher: foldhash::fast::RandomState,
-    /// The checkpoint being written, if one is. A mutex because the checkpoint moves it on
-    /// while it only reads the roll (writes are kept out by the roll's lock, not by this);
-    /// writes, which hold the roll exclusively, reach it without locking.
-    capture: Mutex<Option<Capture>>,
+    /// The checkpoint reading the entries, if one is.
+    capture: Slot<Capture>,
 }
 
 /// A checkpoint of the households under way: entries `written..len` are still to be written,
@@ -60,26 +58,11 @@ pub(crate) struct Households {
 /// ```
 #[derive(Debug)]
 struct Capture {
-    /// The households on the roll when the checkpoint began.
-    len: usize,
-    /// The entries before this number are written.
-    written: usize,
-    /// Whether the count that leads the entries is written.
-    started: bool,
+    /// `len`: the households on the roll when the checkpoint began; `written`: the entries
+    /// before this number are written.
+    progress: Progress,
     /// Entries a write changed before the checkpoint reached them, as they were at its start.
     before: foldhash::HashMap<u32, HouseholdEntry>,
-}
-
-impl Clone for Households {
-    /// A copy of the households; a checkpoint under way is the original's, not the copy's.
-    fn clone(&self) -> Self {
-        Self {
-            entries: self.entries.clone(),
-            index: self.index.clone(),
-            hasher: self.hasher.clone(),
-            capture: Mutex::default(),
-        }
-    }
 }
 
 impl Households {
@@ -107,12 +90,9 @@ impl Households {
     /// written this entry yet, the entry is saved as it is first (once) for the checkpoint.
     pub fn by_number_mut(&mut self, number: u32) -> Option<&mut HouseholdEntry> {
         let entry = self.entries.get_mut(number as usize)?;
-        let capture = self
-            .capture
-            .get_mut()
-            .unwrap_or_else(PoisonError::into_inner);
-        if let Some(capture) = capture {
-            if (capture.written..capture.len).contains(&(number as usize)) {
+        if let Some(capture) = self.capture.get_mut() {
+            let Progress { written, len, .. } = capture.progress;
+            if (written..len).contains(&(number as usize)) {
                 capture
                     .before
                     .entry(number)
@@ -122,48 +102,28 @@ impl Households {
         Some(entry)
     }
 
-    fn capture(&self) -> MutexGuard<'_, Option<Capture>> {
-        // Nothing under this lock can leave the capture half-changed; a panic elsewhere that
-        // poisoned it does not make its contents wrong.
-        self.capture.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-
     /// Starts a checkpoint of the households as they are now; [`Households::write_captured`]
     /// writes them. Refused while another checkpoint is under way: there is one capture.
     pub fn begin_capture(&self) -> Result<(), Error> {
-        let mut capture = self.capture();
-        if capture.is_some() {
-            return Err(Error::Unavailable(
-                "another checkpoint of the roll is being written".into(),
-            ));
-        }
-        *capture = Some(Capture {
-            len: self.entries.len(),
-            written: 0,
-            started: false,
+        self.capture.begin(Capture {
+            progress: Progress::of(self.entries.len()),
             before: foldhash::HashMap::default(),
-        });
-        Ok(())
+        })
     }
 
     /// Encodes up to `step` more entries of the checkpoint under way onto `out` (the count
     /// first), each as it was when the checkpoint began, and says whether all are written now;
-    /// the capture ends when they are. Into memory, for the caller to write out once it has released the roll:
-    /// streamed to the file under the lock (hashing, the file's writes, and a call through
-    /// `dyn Write` for each of an entry's many small fields), 16,384 households took ~45 ms
-    /// under load; encoded into memory, ~13 ms.
+    /// the capture ends when they are. Into memory, for the caller to write out once it has
+    /// released the roll: streamed to the file under the lock (hashing, the file's writes, and
+    /// a call through `dyn Write` for each of an entry's many small fields), 16,384 households
+    /// took ~45 ms under load; encoded into memory, ~13 ms.
     pub fn write_captured(&self, step: usize, out: &mut Vec<u8>) -> Result<bool, Error> {
-        let mut guard = self.capture();
-        let capture = guard
-            .as_mut()
-            .ok_or_else(|| Error::Unavailable("no checkpoint of the roll is under way".into()))?;
-        if !capture.started {
-            // A sequence's length, as postcard writes it before the items.
-            postcard::to_io(&capture.len, &mut *out).map_err(super::checkpoint_failed)?;
-            capture.started = true;
-        }
-        let end = capture.len.min(capture.written.saturating_add(step.max(1)));
-        for number in capture.written..end {
+        let mut guard = self.capture.lock();
+        let capture = under_way(&mut guard)?;
+        capture.progress.lead(out)?;
+        let Progress { written, len, .. } = capture.progress;
+        let end = len.min(written.saturating_add(step.max(1)));
+        for number in written..end {
             let saved = u32::try_from(number)
                 .ok()
                 .and_then(|n| capture.before.remove(&n));
@@ -176,8 +136,8 @@ impl Households {
             };
             postcard::to_io(entry, &mut *out).map_err(super::checkpoint_failed)?;
         }
-        capture.written = end;
-        let done = end == capture.len;
+        capture.progress.written = end;
+        let done = end == len;
         if done {
             *guard = None;
         }
@@ -187,7 +147,7 @@ impl Households {
     /// Ends the checkpoint under way, if any (one abandoned on an error): writes stop saving
     /// entries for it.
     pub fn end_capture(&self) {
-        *self.capture() = None;
+        self.capture.end();
     }
 
     /// The number the next household to join will take.

@@ -22,6 +22,7 @@
 //! order. It touches no disk: a correction re-folds its household's stream, which the caller
 //! supplies through [`History`].
 
+mod capture;
 mod flows;
 mod households;
 mod roster_index;

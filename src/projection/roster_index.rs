@@ -14,29 +14,24 @@
 
 use std::collections::BTreeMap;
 use std::ops::Bound;
-use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use serde::{Deserialize, Serialize};
 
+use super::capture::{under_way, Progress, Slot};
 use super::{bulk_built, checkpoint_failed, RosterKey};
 use crate::error::Error;
 
-#[derive(Default)]
+#[derive(Clone, Default, PartialEq, Eq, Debug)]
 pub(crate) struct RosterIndex {
     tree: BTreeMap<RosterKey, u32>,
-    /// The checkpoint reading this tree, if one is; a mutex for the same reason as the
-    /// households' (see `Households::capture`).
-    capture: Mutex<Option<Capture>>,
+    /// The checkpoint reading this tree, if one is.
+    capture: Slot<Capture>,
 }
 
 #[derive(Debug)]
 struct Capture {
-    /// Entries when the checkpoint began.
-    len: usize,
-    /// Entries written so far.
-    written: usize,
-    /// Whether the count that leads the entries is written.
-    started: bool,
+    /// Entries when the checkpoint began, and how many are written.
+    progress: Progress,
     /// The last key written or passed over; `None` before the first.
     last: Option<RosterKey>,
     /// Every key not yet written that a write changed since the start, with its value then.
@@ -64,11 +59,7 @@ impl std::ops::Deref for RosterIndex {
 impl RosterIndex {
     /// Notes `key`'s value for a checkpoint under way that has not written it yet.
     fn note(&mut self, key: &RosterKey) {
-        let capture = self
-            .capture
-            .get_mut()
-            .unwrap_or_else(PoisonError::into_inner);
-        if let Some(capture) = capture.as_mut().filter(|c| c.notes(key)) {
+        if let Some(capture) = self.capture.get_mut().filter(|c| c.notes(key)) {
             capture
                 .before
                 .insert(key.clone(), self.tree.get(key).copied());
@@ -94,44 +85,25 @@ impl RosterIndex {
         }
     }
 
-    fn capture(&self) -> MutexGuard<'_, Option<Capture>> {
-        self.capture.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-
     /// Starts a checkpoint of the tree as it is now. Refused while another is under way.
     pub fn begin_capture(&self) -> Result<(), Error> {
-        let mut capture = self.capture();
-        if capture.is_some() {
-            return Err(Error::Unavailable(
-                "another checkpoint of the roll is being written".into(),
-            ));
-        }
-        *capture = Some(Capture {
-            len: self.tree.len(),
-            written: 0,
-            started: false,
+        self.capture.begin(Capture {
+            progress: Progress::of(self.tree.len()),
             last: None,
             before: BTreeMap::new(),
             done: false,
-        });
-        Ok(())
+        })
     }
 
     /// Encodes up to `step` more entries of the checkpoint under way onto `out` (the count
     /// first), each as it was when the checkpoint began; true once all are (and then on).
     pub fn write_captured(&self, step: usize, out: &mut Vec<u8>) -> Result<bool, Error> {
-        let mut guard = self.capture();
-        let capture = guard
-            .as_mut()
-            .ok_or_else(|| Error::Unavailable("no checkpoint of the roll is under way".into()))?;
+        let mut guard = self.capture.lock();
+        let capture = under_way(&mut guard)?;
         if capture.done {
             return Ok(true);
         }
-        if !capture.started {
-            // A map's length, as postcard writes it before the entries.
-            postcard::to_io(&capture.len, &mut *out).map_err(checkpoint_failed)?;
-            capture.started = true;
-        }
+        capture.progress.lead(out)?;
         let after = match &capture.last {
             Some(last) => Bound::Excluded(last),
             None => Bound::Unbounded,
@@ -168,7 +140,7 @@ impl RosterIndex {
         }
         let exhausted = live.peek().is_none() && saved.peek().is_none();
         let last = last.cloned();
-        capture.written += written;
+        capture.progress.written += written;
         if let Some(last) = last {
             // What is noted up to `last` is written or passed over: keep only what is ahead.
             let mut ahead = capture.before.split_off(&last);
@@ -177,10 +149,10 @@ impl RosterIndex {
             capture.last = Some(last);
         }
         if exhausted {
-            if capture.written != capture.len {
+            let Progress { written, len, .. } = capture.progress;
+            if written != len {
                 return Err(Error::Io(format!(
-                    "checkpoint: a region index gave {} entries where it held {} at the start",
-                    capture.written, capture.len
+                    "checkpoint: a region index gave {written} entries where it held {len} at the start"
                 )));
             }
             capture.done = true;
@@ -191,31 +163,7 @@ impl RosterIndex {
 
     /// Ends the checkpoint under way, if any.
     pub fn end_capture(&self) {
-        *self.capture() = None;
-    }
-}
-
-impl Clone for RosterIndex {
-    /// A copy of the tree; a checkpoint under way is the original's, not the copy's.
-    fn clone(&self) -> Self {
-        Self {
-            tree: self.tree.clone(),
-            capture: Mutex::default(),
-        }
-    }
-}
-
-impl PartialEq for RosterIndex {
-    fn eq(&self, other: &Self) -> bool {
-        self.tree == other.tree
-    }
-}
-
-impl Eq for RosterIndex {}
-
-impl std::fmt::Debug for RosterIndex {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        self.tree.fmt(f)
+        self.capture.end();
     }
 }
 
@@ -229,7 +177,7 @@ impl<'de> Deserialize<'de> for RosterIndex {
     fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         Ok(Self {
             tree: bulk_built(deserializer)?,
-            capture: Mutex::default(),
+            capture: Slot::default(),
         })
     }
 }

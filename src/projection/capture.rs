@@ -1,0 +1,112 @@
+//! What the roll's piecewise checkpoints share (see `Roll::begin_checkpoint`): each structure
+//! a checkpoint reads a piece at a time holds its capture in a [`Slot`], one at a time, and
+//! writes its entries behind their count, kept in [`Progress`].
+//!
+//! A slot is a mutex because the checkpoint moves its capture on while it only reads the roll
+//! (writes are kept out by the roll's lock, not by this one); writes, which hold the roll
+//! exclusively, reach it without locking ([`Slot::get_mut`]). Pure data: no I/O.
+
+use std::sync::{Mutex, MutexGuard, PoisonError};
+
+use crate::error::Error;
+
+/// Where a structure keeps the checkpoint reading it, if one is.
+pub(crate) struct Slot<C>(Mutex<Option<C>>);
+
+impl<C> Default for Slot<C> {
+    fn default() -> Self {
+        Self(Mutex::new(None))
+    }
+}
+
+impl<C> Clone for Slot<C> {
+    /// Empty: a checkpoint under way is the original's, not a copy's.
+    fn clone(&self) -> Self {
+        Self::default()
+    }
+}
+
+/// Slots are all alike: a checkpoint under way is not part of what a structure holds.
+impl<C> PartialEq for Slot<C> {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
+impl<C> Eq for Slot<C> {}
+
+impl<C> std::fmt::Debug for Slot<C> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Slot")
+    }
+}
+
+impl<C> Slot<C> {
+    /// The capture, for the checkpoint (which holds the roll only to read it).
+    pub fn lock(&self) -> MutexGuard<'_, Option<C>> {
+        // Nothing under this lock can leave a capture half-changed; a panic elsewhere that
+        // poisoned it does not make its contents wrong.
+        self.0.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The capture, for a write (which holds the roll exclusively).
+    pub fn get_mut(&mut self) -> Option<&mut C> {
+        self.0
+            .get_mut()
+            .unwrap_or_else(PoisonError::into_inner)
+            .as_mut()
+    }
+
+    /// Starts `capture`; refused while another is under way.
+    pub fn begin(&self, capture: C) -> Result<(), Error> {
+        let mut slot = self.lock();
+        if slot.is_some() {
+            return Err(Error::Unavailable(
+                "another checkpoint of the roll is being written".into(),
+            ));
+        }
+        *slot = Some(capture);
+        Ok(())
+    }
+
+    pub fn end(&self) {
+        *self.lock() = None;
+    }
+}
+
+/// The capture in a locked slot, or the error that there is none.
+pub(crate) fn under_way<C>(slot: &mut Option<C>) -> Result<&mut C, Error> {
+    slot.as_mut()
+        .ok_or_else(|| Error::Unavailable("no checkpoint of the roll is under way".into()))
+}
+
+/// How far a checkpoint has written a sequence (or map) of entries.
+#[derive(Debug)]
+pub(crate) struct Progress {
+    /// Entries when the checkpoint began: the count it writes.
+    pub len: usize,
+    /// Entries written so far.
+    pub written: usize,
+    /// Whether the count is written.
+    started: bool,
+}
+
+impl Progress {
+    pub fn of(len: usize) -> Self {
+        Self {
+            len,
+            written: 0,
+            started: false,
+        }
+    }
+
+    /// Writes the count that leads the entries (as postcard writes a sequence's or a map's
+    /// length), the first time only.
+    pub fn lead(&mut self, out: &mut Vec<u8>) -> Result<(), Error> {
+        if !self.started {
+            postcard::to_io(&self.len, out).map_err(super::checkpoint_failed)?;
+            self.started = true;
+        }
+        Ok(())
+    }
+}
