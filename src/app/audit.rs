@@ -407,10 +407,10 @@ pub struct Drafted {
 
 /// Encodes the roll into a checkpoint file that is not yet synced or in place, taking the
 /// roll with `read` for each piece and releasing it in between (see
-/// [`Roll::begin_checkpoint`]), so that writes wait for a piece, not the whole roll: the
-/// indexes are streamed to the file under the lock, then each chunk of households is encoded
-/// into memory under it and written out after it. [`checkpoint::Draft::commit`], which syncs
-/// the file, needs no roll at all.
+/// [`Roll::begin_checkpoint`]), so that writes wait for a piece, not the whole roll: the first
+/// fields are streamed to the file under the lock, then each piece of region entries and
+/// households is encoded into memory under it and written out after it.
+/// [`checkpoint::Draft::commit`], which syncs the file, needs no roll at all.
 pub fn draft_checkpoint<R: std::ops::Deref<Target = Roll>>(
     log: &Log,
     read: impl Fn() -> R,
@@ -448,8 +448,8 @@ pub fn draft_checkpoint<R: std::ops::Deref<Target = Roll>>(
         }
     };
     if written.is_err() {
-        // Otherwise every later write would keep saving households for a checkpoint that
-        // will never read them.
+        // Otherwise every later write would keep saving households and region entries for a
+        // checkpoint that will never read them.
         read().end_checkpoint();
     }
     written.map(|()| Drafted {
