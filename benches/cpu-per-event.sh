@@ -6,13 +6,17 @@
 #
 #   benches/cpu-per-event.sh --concurrency 32 --seconds 5               # single events
 #   benches/cpu-per-event.sh --concurrency 4 --batch 1000 --seconds 6   # batches
+#   benches/cpu-per-event.sh --mix head --concurrency 32 --seconds 5    # GetHead: a call's floor
 #   RUNS=3 benches/cpu-per-event.sh …
+#   BIN=/tmp/other/rollstore NOBUILD=1 benches/cpu-per-event.sh …       # another build, A/B
+#
+# With --mix head nothing is written, and the figures are per call instead of per event.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 RUNS=${RUNS:-5}
 PORT=${PORT:-50996}
-BIN=target/release/rollstore
-cargo build --release --quiet
+BIN=${BIN:-target/release/rollstore}
+[ -n "${NOBUILD:-}" ] || cargo build --release --quiet
 DIR=$(mktemp -d /tmp/rollstore-cpu.XXXXXX)
 "$BIN" serve --data "$DIR/store" --listen "127.0.0.1:$PORT" 2>>"$DIR/server.log" &
 SERVER=$!
@@ -33,9 +37,12 @@ for _ in range(int(runs)):
                    check=True, stdout=subprocess.DEVNULL)
     after, done = server_seconds(), resource.getrusage(resource.RUSAGE_CHILDREN)
     run = json.load(open(out))
-    events = max(run["events"], 1)
+    # Per event; per call when nothing is written (--mix head).
+    unit, count = ("event", run["events"]) if run["events"] else ("call", run["requests"])
+    count = max(count, 1)
+    rate = count / run["seconds"]
     client = (done.ru_utime - children.ru_utime) + (done.ru_stime - children.ru_stime)
-    print(f"{run['events_per_second']:9.0f} events/s  p50 {run['latency_ms']['p50']:6.2f} ms  "
-          f"p99 {run['latency_ms']['p99']:6.2f} ms  server {(after - before) * 1e6 / events:5.0f} µs/event  "
-          f"load generator {client * 1e6 / events:5.0f} µs/event", flush=True)
+    print(f"{rate:9.0f} {unit}s/s  p50 {run['latency_ms']['p50']:6.2f} ms  "
+          f"p99 {run['latency_ms']['p99']:6.2f} ms  server {(after - before) * 1e6 / count:5.0f} µs/{unit}  "
+          f"load generator {client * 1e6 / count:5.0f} µs/{unit}", flush=True)
 PY

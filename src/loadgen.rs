@@ -7,6 +7,10 @@
 //!   …        ─┘  each request timed; errors counted, never retried
 //! ```
 //!
+//! With `--mix head` the workers send `GetHead` instead, a call that reads one value and writes
+//! nothing: what it costs is what any call costs (HTTP/2, protobuf, TCP over loopback, the
+//! runtimes on both ends), the floor under every write's figure on the same machine.
+//!
 //! Each worker keeps the state of its own households, so that every command it sends is one
 //! the rules accept (an exit only of a household on the roll, in a later year than its
 //! identification; a relapse only after an exit). Workers never touch each other's households,
@@ -41,6 +45,8 @@ pub enum Mix {
     Identify,
     /// Identify 40%, adjust 30%, exit 20%, relapse 10%, over a Zipf-skewed population.
     Mixed,
+    /// `GetHead` only, writing nothing: the cost of a call itself, the floor under the writes.
+    Head,
 }
 
 /// How to load the server.
@@ -341,6 +347,9 @@ impl Source {
 
 /// Runs the load and reports what it measured.
 pub async fn run(options: Options) -> Result<Report, String> {
+    if options.mix == Mix::Head && options.batch > 1 {
+        return Err("--mix head sends GetHead, one call per request: it takes no --batch".into());
+    }
     let endpoint = format!("http://{}", options.address);
     let budget = Arc::new(AtomicU64::new(options.requests.unwrap_or(u64::MAX)));
     let started = Instant::now();
@@ -355,6 +364,7 @@ pub async fn run(options: Options) -> Result<Report, String> {
         let options = options.clone();
         let budget = budget.clone();
         workers.push(tokio::spawn(async move {
+            let mut audit = pb::audit_log_client::AuditLogClient::new(channel.clone());
             let mut client = pb::registry_client::RegistryClient::new(channel)
                 .max_decoding_message_size(crate::api::MAX_MESSAGE_BYTES)
                 .max_encoding_message_size(crate::api::MAX_MESSAGE_BYTES);
@@ -370,7 +380,9 @@ pub async fn run(options: Options) -> Result<Report, String> {
                     .is_ok()
             {
                 let sent = Instant::now();
-                let result = if options.batch <= 1 {
+                let result = if options.mix == Mix::Head {
+                    audit.get_head(pb::GetHeadRequest {}).await.map(|_| 0)
+                } else if options.batch <= 1 {
                     let command = source.next(&zipf);
                     send_one(&mut client, &command).await.map(|()| 1)
                 } else {

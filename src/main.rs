@@ -112,7 +112,8 @@ struct BenchArgs {
     /// Concurrent clients, each on its own connection.
     #[arg(long, default_value_t = 32)]
     concurrency: usize,
-    /// Events per request: 1 sends Identify/Adjust/Exit/Relapse, more sends AppendBatch.
+    /// Events per request: 1 sends Identify/Adjust/Exit/Relapse, more sends AppendBatch (not
+    /// with --mix head).
     #[arg(long, default_value_t = 1)]
     batch: usize,
     /// How long to run, in seconds.
@@ -642,13 +643,15 @@ async fn bench(args: BenchArgs) -> Result<(), String> {
     if args.concurrency == 0 || !args.seconds.is_finite() || args.seconds <= 0.0 {
         return Err("--concurrency and --seconds must be positive".into());
     }
+    let duration = std::time::Duration::try_from_secs_f64(args.seconds)
+        .map_err(|_| format!("--seconds {} is too long", args.seconds))?;
     // Each run's households are its own, even against a server loaded by an earlier run.
     let run: u32 = rand::RngExt::random(&mut rand::rng());
     let report = rollstore::loadgen::run(rollstore::loadgen::Options {
         address: args.address,
         concurrency: args.concurrency,
         batch: args.batch.max(1),
-        duration: std::time::Duration::from_secs_f64(args.seconds),
+        duration,
         requests: args.requests,
         mix: args.mix,
         run,
