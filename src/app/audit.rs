@@ -408,8 +408,8 @@ pub struct Drafted {
 /// Encodes the roll into a checkpoint file that is not yet synced or in place, taking the
 /// roll with `read` for each piece and releasing it in between (see
 /// [`Roll::begin_checkpoint`]), so that writes wait for a piece, not the whole roll: the first
-/// fields are streamed to the file under the lock, then each piece of region entries and
-/// households is encoded into memory under it and written out after it.
+/// fields are streamed to the file under the lock, then each piece of people, region entries
+/// and households is encoded into memory under it and written out after it.
 /// [`checkpoint::Draft::commit`], which syncs the file, needs no roll at all.
 pub fn draft_checkpoint<R: std::ops::Deref<Target = Roll>>(
     log: &Log,

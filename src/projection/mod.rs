@@ -7,7 +7,7 @@
 //!                        │             moved through, and its timeline (snapshots by seq and
 //!                        │             date, per epoch)
 //!   Event ─▶ Roll::apply ┼ persons     IdNumber (compact) → the number of the household holding
-//!                        │             them (the one-household-per-person rule)
+//!                        │             them (the one-household-per-person rule), in shards
 //!   (in seq order)       ├ requests    request_id → seq (idempotency)
 //!                        ├ by_region   (RegionCode, HouseholdId) now: a county is a range
 //!                        ├ former      (RegionCode, HouseholdId) for every other region a
@@ -25,6 +25,7 @@
 mod capture;
 mod flows;
 mod households;
+mod persons;
 mod roster_index;
 mod seqs;
 mod stats;
@@ -42,6 +43,7 @@ use serde::{Deserialize, Serialize};
 
 pub use flows::Flows;
 use households::Households;
+use persons::PersonIndex;
 use roster_index::RosterIndex;
 pub use seqs::Seqs;
 pub use stats::{Group, Stats, StatsRow, Tally};
@@ -213,15 +215,14 @@ pub type RosterKey = (RegionCode, HouseholdId);
 #[derive(Debug, Default, Clone, PartialEq, Eq, Deserialize)]
 pub struct Roll {
     head: u64,
-    /// Person (`IdNumber::compact`) → the number of the household holding them: 12 bytes an
-    /// entry instead of 42, for ~3 people per household.
-    #[serde(deserialize_with = "presized")]
-    persons: HashMap<u64, u32>,
     requests: HashMap<String, u64>,
     tallies: BTreeMap<(RegionCode, Group), StatsRow>,
     /// `(recorded_at, last seq recorded then)`, one entry per distinct time, ascending.
     #[serde(with = "recorded_form")]
     recorded: Vec<(DateTime<Utc>, u64)>,
+    /// Person (`IdNumber::compact`) → the number of the household holding them: 12 bytes an
+    /// entry instead of 42, for ~3 people per household.
+    persons: PersonIndex,
     /// The region indexes hold household numbers, so a scan of a region reads each timeline
     /// without a hash lookup.
     by_region: RosterIndex,
@@ -233,11 +234,11 @@ pub struct Roll {
 }
 
 /// The first fields of a [`Roll`], in its order: what a checkpoint writes in one piece while
-/// writes wait (hash maps cannot be read a piece at a time while writes change them).
+/// writes wait (a hash map cannot be read a piece at a time while writes change it; the
+/// request index is one).
 #[derive(Serialize)]
 struct Indexes<'a> {
     head: u64,
-    persons: &'a HashMap<u64, u32>,
     requests: &'a HashMap<String, u64>,
     tallies: &'a BTreeMap<(RegionCode, Group), StatsRow>,
     #[serde(serialize_with = "recorded_form::serialize")]
@@ -250,6 +251,7 @@ impl Serialize for Roll {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         (
             self.indexes(),
+            &self.persons,
             &self.by_region,
             &self.former,
             &self.households,
@@ -323,22 +325,21 @@ impl Roll {
     fn indexes(&self) -> Indexes<'_> {
         Indexes {
             head: self.head,
-            persons: &self.persons,
             requests: &self.requests,
             tallies: &self.tallies,
             recorded: &self.recorded,
         }
     }
 
-    /// Starts a checkpoint of the roll as it is now: writes its first fields (the person and
-    /// request indexes, the tallies, the recorded times) to `out`, and from here on keeps, for
-    /// the checkpoint, the old version of any region entry or household a write changes before
-    /// [`Roll::continue_checkpoint`] has encoded it.
+    /// Starts a checkpoint of the roll as it is now: writes its first fields (the request
+    /// index, the tallies, the recorded times) to `out`, and from here on keeps, for the
+    /// checkpoint, the old version of any person, region entry or household a write changes
+    /// before [`Roll::continue_checkpoint`] has encoded it.
     ///
     /// ```text
     ///   roll lock:  [begin]  writes  [piece]  writes  [piece] …
-    ///   payload:     head persons requests tallies recorded │ by_region │ former │ households
-    ///                └──────── written by begin ──────────┘ └ 4,096 entries a piece, as at begin ┘
+    ///   payload:     head requests tallies recorded │ persons │ by_region │ former │ households
+    ///                └──── written by begin ──────┘ └ ~4,096 entries a piece, as at begin ─────┘
     /// ```
     ///
     /// The caller holds the roll's lock against writes during each call, not between them, so
@@ -352,8 +353,9 @@ impl Roll {
         self.households.begin_capture()?;
         let mut buffered = std::io::BufWriter::with_capacity(64 * 1024, out);
         let written = self
-            .by_region
+            .persons
             .begin_capture()
+            .and_then(|()| self.by_region.begin_capture())
             .and_then(|()| self.former.begin_capture())
             .and_then(|()| {
                 postcard::to_io(&self.indexes(), &mut buffered).map_err(checkpoint_failed)
@@ -369,16 +371,17 @@ impl Roll {
         written
     }
 
-    /// Entries (region entries, then households) a checkpoint encodes in one piece: ~3 ms
-    /// under load, while writes wait.
+    /// Entries (people, region entries, then households) a checkpoint encodes in one piece:
+    /// ~3 ms under load, while writes wait.
     pub const CHECKPOINT_STEP: usize = 4_096;
 
     /// Encodes up to `step` more entries of the checkpoint begun by
-    /// [`Roll::begin_checkpoint`] onto `piece` (the region trees', then the households'), each
-    /// as it was then, for the caller to write out once it has released the roll; true once
-    /// every entry is encoded (and the checkpoint has ended).
+    /// [`Roll::begin_checkpoint`] onto `piece` (the person index's, the region trees', then
+    /// the households'), each as it was then, for the caller to write out once it has released
+    /// the roll; true once every entry is encoded (and the checkpoint has ended).
     pub fn continue_checkpoint(&self, step: usize, piece: &mut Vec<u8>) -> Result<bool, Error> {
-        if !self.by_region.write_captured(step, piece)?
+        if !self.persons.write_captured(step, piece)?
+            || !self.by_region.write_captured(step, piece)?
             || !self.former.write_captured(step, piece)?
         {
             return Ok(false);
@@ -393,6 +396,7 @@ impl Roll {
     /// Ends the checkpoint under way, if any (abandoned after an error, or written).
     pub fn end_checkpoint(&self) {
         self.households.end_capture();
+        self.persons.end_capture();
         self.by_region.end_capture();
         self.former.end_capture();
     }
@@ -511,8 +515,8 @@ impl Roll {
             // written again below (most events change no member).
             for person in members {
                 let stays = after.active_members().any(|p| p == person);
-                if !stays && self.persons.get(&person.compact()) == Some(&number) {
-                    self.persons.remove(&person.compact());
+                if !stays && self.persons.get(person.compact()) == Some(number) {
+                    self.persons.remove(person.compact());
                 }
             }
             if snapshot.region_code != after.region_code {
@@ -720,7 +724,7 @@ impl Roll {
 
 impl PersonDirectory for Roll {
     fn household_of(&self, person: &IdNumber) -> Option<HouseholdId> {
-        let number = *self.persons.get(&person.compact())?;
+        let number = self.persons.get(person.compact())?;
         self.households
             .by_number(number)
             .map(|entry| entry.id.clone())
