@@ -26,7 +26,7 @@ use tokio::sync::{mpsc, watch};
 use super::{LogHistory, Recorded};
 use crate::domain::RegionPrefix;
 use crate::error::Error;
-use crate::projection::Roll;
+use crate::projection::{checkpoint_failed, Roll};
 use crate::store::{chain, checkpoint, unpanicked, Head, Log, GENESIS};
 
 /// Events a subscriber reads from the log per step.
@@ -437,10 +437,7 @@ pub fn draft_checkpoint<R: std::ops::Deref<Target = Roll>>(
             Ok(done) => done,
             Err(error) => break Err(error),
         };
-        if let Err(error) = draft.encode(|out| {
-            out.write_all(&piece)
-                .map_err(|e| Error::Io(format!("cannot write the checkpoint: {e}")))
-        }) {
+        if let Err(error) = draft.encode(|out| out.write_all(&piece).map_err(checkpoint_failed)) {
             break Err(error);
         }
         if done {

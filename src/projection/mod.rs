@@ -260,8 +260,8 @@ impl Serialize for Roll {
     }
 }
 
-/// A checkpoint's bytes could not be encoded or written.
-fn checkpoint_failed(error: postcard::Error) -> Error {
+/// A checkpoint's bytes could not be encoded or written (the encoder's or the file's error).
+pub(crate) fn checkpoint_failed(error: impl std::fmt::Display) -> Error {
     Error::Io(format!("cannot write the checkpoint: {error}"))
 }
 
@@ -360,11 +360,7 @@ impl Roll {
             .and_then(|()| {
                 postcard::to_io(&self.indexes(), &mut buffered).map_err(checkpoint_failed)
             })
-            .and_then(|buffered| {
-                buffered
-                    .flush()
-                    .map_err(|e| Error::Io(format!("cannot write the checkpoint: {e}")))
-            });
+            .and_then(|buffered| buffered.flush().map_err(checkpoint_failed));
         if written.is_err() {
             self.end_checkpoint();
         }
