@@ -1,6 +1,7 @@
 //! What the roll's piecewise checkpoints share (see `Roll::begin_checkpoint`): each structure
-//! a checkpoint reads a piece at a time holds its capture in a [`Slot`], one at a time, and
-//! writes its entries behind their count, kept in [`Progress`].
+//! a checkpoint reads a piece at a time is [`Piecewise`], holds its capture in a [`Slot`], one
+//! at a time, and writes its entries behind their count, kept in [`Progress`]; one oracle
+//! test, `check_read_in_pieces`, checks them all.
 //!
 //! A slot is a mutex because the checkpoint moves its capture on while it only reads the roll
 //! (writes are kept out by the roll's lock, not by this one); writes, which hold the roll
@@ -9,6 +10,21 @@
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use crate::error::Error;
+
+/// A structure of the roll that a checkpoint reads a piece at a time while writes change it:
+/// a write to what the checkpoint has not read yet first keeps it as it was.
+pub(crate) trait Piecewise {
+    /// Starts a checkpoint of it as it is now. Refused while another is under way.
+    fn begin_capture(&self) -> Result<(), Error>;
+
+    /// Encodes about `step` more entries of the checkpoint under way onto `out` (its
+    /// serialized form, piece after piece), each as it was when the checkpoint began; true
+    /// once all are.
+    fn write_captured(&self, step: usize, out: &mut Vec<u8>) -> Result<bool, Error>;
+
+    /// Ends the checkpoint under way, if any (written, or abandoned after an error).
+    fn end_capture(&self);
+}
 
 /// Where a structure keeps the checkpoint reading it, if one is.
 pub(crate) struct Slot<C>(Mutex<Option<C>>);
@@ -108,5 +124,53 @@ impl Progress {
             self.started = true;
         }
         Ok(())
+    }
+}
+
+/// The oracle of every [`Piecewise`] structure: read in pieces of `step` with `changes`
+/// random changes after each piece, it decodes as the structure cloned when the checkpoint
+/// began, and, with no changes, is byte for byte the whole structure's serialized form.
+#[cfg(test)]
+pub(crate) fn check_read_in_pieces<T, R>(
+    cases: &[(usize, usize)],
+    filled: impl Fn(&mut R) -> T,
+    change: impl Fn(&mut T, &mut R),
+) where
+    T: Piecewise + Clone + PartialEq + serde::Serialize + serde::de::DeserializeOwned,
+    R: rand::SeedableRng,
+{
+    for (seed, &(step, changes)) in cases.iter().enumerate() {
+        let mut rng = R::seed_from_u64(seed as u64);
+        let mut structure = filled(&mut rng);
+        let began = structure.clone();
+        structure
+            .begin_capture()
+            .expect("no other checkpoint is under way");
+        let mut payload = Vec::new();
+        let mut pieces = 0;
+        while !structure
+            .write_captured(step, &mut payload)
+            .expect("a piece encodes")
+        {
+            pieces += 1;
+            for _ in 0..changes {
+                change(&mut structure, &mut rng);
+            }
+        }
+        structure.end_capture();
+        let case = format!("step {step}, {changes} changes a piece, {pieces} pieces");
+        assert!(
+            changes == 0 || structure != began,
+            "{case}: nothing changed"
+        );
+        let read: T = postcard::from_bytes(&payload).expect(&case);
+        assert!(
+            read == began,
+            "{case}: not what it was when the checkpoint began"
+        );
+        if changes == 0 {
+            let whole = postcard::to_stdvec(&began).expect("the structure encodes");
+            assert_eq!(payload, whole, "{case}");
+        }
     }
 }

@@ -33,7 +33,7 @@ use std::hash::BuildHasher;
 use hashbrown::HashTable;
 use serde::{Deserialize, Serialize};
 
-use super::capture::{under_way, Progress, Slot};
+use super::capture::{under_way, Piecewise, Progress, Slot};
 use super::HouseholdEntry;
 use crate::domain::HouseholdId;
 use crate::error::Error;
@@ -101,10 +101,12 @@ impl Households {
         }
         Some(entry)
     }
+}
 
+impl Piecewise for Households {
     /// Starts a checkpoint of the households as they are now; [`Households::write_captured`]
     /// writes them. Refused while another checkpoint is under way: there is one capture.
-    pub fn begin_capture(&self) -> Result<(), Error> {
+    fn begin_capture(&self) -> Result<(), Error> {
         self.capture.begin(Capture {
             progress: Progress::of(self.entries.len()),
             before: foldhash::HashMap::default(),
@@ -117,7 +119,7 @@ impl Households {
     /// released the roll: streamed to the file under the lock (hashing, the file's writes, and
     /// a call through `dyn Write` for each of an entry's many small fields), 16,384 households
     /// took ~45 ms under load; encoded into memory, ~13 ms.
-    pub fn write_captured(&self, step: usize, out: &mut Vec<u8>) -> Result<bool, Error> {
+    fn write_captured(&self, step: usize, out: &mut Vec<u8>) -> Result<bool, Error> {
         let mut guard = self.capture.lock();
         let capture = under_way(&mut guard)?;
         capture.progress.lead(out)?;
@@ -146,10 +148,12 @@ impl Households {
 
     /// Ends the checkpoint under way, if any (one abandoned on an error): writes stop saving
     /// entries for it.
-    pub fn end_capture(&self) {
+    fn end_capture(&self) {
         self.capture.end();
     }
+}
 
+impl Households {
     /// The number the next household to join will take.
     pub fn next_number(&self) -> Result<u32, Error> {
         u32::try_from(self.entries.len())

@@ -41,6 +41,7 @@ use std::ops::Bound;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
+use capture::Piecewise;
 pub use flows::Flows;
 use households::Households;
 use persons::PersonIndex;
@@ -349,14 +350,13 @@ impl Roll {
         // The encoder writes each small field on its own; through a concrete buffer, each is
         // a copy into it, not a call through `dyn Write`.
         use std::io::Write as _;
+        let [first, rest @ ..] = self.piecewise();
         // Refused here, before anything is begun, if another checkpoint is under way.
-        self.households.begin_capture()?;
+        first.begin_capture()?;
         let mut buffered = std::io::BufWriter::with_capacity(64 * 1024, out);
-        let written = self
-            .persons
-            .begin_capture()
-            .and_then(|()| self.by_region.begin_capture())
-            .and_then(|()| self.former.begin_capture())
+        let written = rest
+            .iter()
+            .try_for_each(|part| part.begin_capture())
             .and_then(|()| {
                 postcard::to_io(&self.indexes(), &mut buffered).map_err(checkpoint_failed)
             })
@@ -376,25 +376,30 @@ impl Roll {
     /// the households'), each as it was then, for the caller to write out once it has released
     /// the roll; true once every entry is encoded (and the checkpoint has ended).
     pub fn continue_checkpoint(&self, step: usize, piece: &mut Vec<u8>) -> Result<bool, Error> {
-        if !self.persons.write_captured(step, piece)?
-            || !self.by_region.write_captured(step, piece)?
-            || !self.former.write_captured(step, piece)?
-        {
-            return Ok(false);
+        for part in self.piecewise() {
+            if !part.write_captured(step, piece)? {
+                return Ok(false);
+            }
         }
-        let done = self.households.write_captured(step, piece)?;
-        if done {
-            self.end_checkpoint();
-        }
-        Ok(done)
+        self.end_checkpoint();
+        Ok(true)
     }
 
     /// Ends the checkpoint under way, if any (abandoned after an error, or written).
     pub fn end_checkpoint(&self) {
-        self.households.end_capture();
-        self.persons.end_capture();
-        self.by_region.end_capture();
-        self.former.end_capture();
+        for part in self.piecewise() {
+            part.end_capture();
+        }
+    }
+
+    /// What a checkpoint writes a piece at a time, in the payload's order (the fields' order).
+    fn piecewise(&self) -> [&dyn Piecewise; 4] {
+        [
+            &self.persons,
+            &self.by_region,
+            &self.former,
+            &self.households,
+        ]
     }
 
     pub fn household(&self, id: &HouseholdId) -> Option<&HouseholdEntry> {

@@ -22,7 +22,7 @@ use foldhash::HashMap;
 use serde::de::{Error as _, SeqAccess, Visitor};
 use serde::{Deserialize, Serialize};
 
-use super::capture::{under_way, Progress, Slot};
+use super::capture::{under_way, Piecewise, Progress, Slot};
 use super::{checkpoint_failed, presized};
 use crate::error::Error;
 
@@ -30,10 +30,14 @@ use crate::error::Error;
 /// of ~3 ms), and few enough that their empty tables cost nothing (~160 KB).
 const SHARDS: usize = 4_096;
 
-#[derive(Clone, PartialEq, Eq, Debug)]
+/// Serialized as its shards alone (a checkpoint under way is not part of the index).
+#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
+#[serde(transparent)]
 pub(crate) struct PersonIndex {
+    #[serde(deserialize_with = "presized_shards")]
     shards: Box<[HashMap<u64, u32>]>,
     /// The checkpoint reading this index, if one is.
+    #[serde(skip)]
     capture: Slot<Capture>,
 }
 
@@ -99,9 +103,11 @@ impl PersonIndex {
             self.shards[shard(person)].remove(&person);
         }
     }
+}
 
+impl Piecewise for PersonIndex {
     /// Starts a checkpoint of the index as it is now. Refused while another is under way.
-    pub fn begin_capture(&self) -> Result<(), Error> {
+    fn begin_capture(&self) -> Result<(), Error> {
         self.capture.begin(Capture {
             progress: Progress::of(self.len()),
             next: 0,
@@ -115,7 +121,7 @@ impl PersonIndex {
     ///
     /// The bytes are this index's serialized form: the number of shards, then each shard as
     /// a map. The shards' counts add up to the count at the start, or the checkpoint fails.
-    pub fn write_captured(&self, step: usize, out: &mut Vec<u8>) -> Result<bool, Error> {
+    fn write_captured(&self, step: usize, out: &mut Vec<u8>) -> Result<bool, Error> {
         let mut guard = self.capture.lock();
         let capture = under_way(&mut guard)?;
         // Every call writes at least one shard, so only the first starts at shard 0.
@@ -162,63 +168,52 @@ impl PersonIndex {
     }
 
     /// Ends the checkpoint under way, if any.
-    pub fn end_capture(&self) {
+    fn end_capture(&self) {
         self.capture.end();
     }
 }
 
-impl Serialize for PersonIndex {
-    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        self.shards.serialize(serializer)
-    }
-}
-
-impl<'de> Deserialize<'de> for PersonIndex {
-    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        struct Shards;
-        impl<'de> Visitor<'de> for Shards {
-            type Value = Box<[HashMap<u64, u32>]>;
-            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-                write!(f, "{SHARDS} shards of people")
-            }
-            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
-                if seq.size_hint().is_some_and(|n| n != SHARDS) {
-                    return Err(A::Error::invalid_length(
-                        seq.size_hint().unwrap_or(0),
-                        &self,
-                    ));
-                }
-                let mut shards = Vec::with_capacity(SHARDS);
-                while let Some(Presized(shard)) = seq.next_element()? {
-                    if shards.len() == SHARDS {
-                        return Err(A::Error::invalid_length(SHARDS + 1, &self));
-                    }
-                    shards.push(shard);
-                }
-                if shards.len() != SHARDS {
-                    return Err(A::Error::invalid_length(shards.len(), &self));
-                }
-                Ok(shards.into_boxed_slice())
-            }
+/// Reads exactly [`SHARDS`] shards, each at its full size at once (see `presized`).
+fn presized_shards<'de, D>(deserializer: D) -> Result<Box<[HashMap<u64, u32>]>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+{
+    struct Shards;
+    impl<'de> Visitor<'de> for Shards {
+        type Value = Box<[HashMap<u64, u32>]>;
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            write!(f, "{SHARDS} shards of people")
         }
-        /// A shard read at its full size at once.
-        struct Presized(HashMap<u64, u32>);
-        impl<'de> Deserialize<'de> for Presized {
-            fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-                presized(d).map(Presized)
+        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+            let mut shards = Vec::with_capacity(SHARDS);
+            while let Some(Presized(shard)) = seq.next_element()? {
+                if shards.len() == SHARDS {
+                    return Err(A::Error::invalid_length(SHARDS + 1, &self));
+                }
+                shards.push(shard);
             }
+            if shards.len() != SHARDS {
+                return Err(A::Error::invalid_length(shards.len(), &self));
+            }
+            Ok(shards.into_boxed_slice())
         }
-        Ok(Self {
-            shards: deserializer.deserialize_seq(Shards)?,
-            capture: Slot::default(),
-        })
     }
+    /// A shard read at its full size at once.
+    struct Presized(HashMap<u64, u32>);
+    impl<'de> Deserialize<'de> for Presized {
+        fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+            presized(d).map(Presized)
+        }
+    }
+    deserializer.deserialize_seq(Shards)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use rand::{RngExt, SeedableRng};
+    use crate::projection::capture::check_read_in_pieces;
+    use rand::RngExt;
+    use rand_chacha::ChaCha8Rng;
 
     fn person(n: u64) -> u64 {
         // Compact ID numbers are 17-digit integers.
@@ -239,35 +234,23 @@ mod tests {
             (4_000, 200),
             (100_000, 0),
         ];
-        for (seed, (step, changes)) in cases.into_iter().enumerate() {
-            let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed as u64);
-            let mut index = PersonIndex::default();
-            for n in 0..20_000 {
-                index.insert(person(n), rng.random_range(0..5_000));
-            }
-            let began = index.clone();
-            index.begin_capture().unwrap();
-            let mut payload = Vec::new();
-            let mut pieces = 0;
-            while !index.write_captured(step, &mut payload).unwrap() {
-                pieces += 1;
-                for _ in 0..changes {
-                    let p = person(rng.random_range(0..25_000));
-                    match rng.random_range(0..3) {
-                        0 | 1 => index.insert(p, rng.random_range(0..5_000)),
-                        _ => index.remove(p),
-                    }
+        check_read_in_pieces(
+            &cases,
+            |rng: &mut ChaCha8Rng| {
+                let mut index = PersonIndex::default();
+                for n in 0..20_000 {
+                    index.insert(person(n), rng.random_range(0..5_000));
                 }
-            }
-            index.end_capture();
-            let case = format!("step {step}, {changes} changes a piece, {pieces} pieces");
-            assert!(changes == 0 || index != began, "{case}: nothing changed");
-            let read: PersonIndex = postcard::from_bytes(&payload).expect(&case);
-            assert!(read == began, "{case}: not the index it was");
-            if changes == 0 {
-                assert_eq!(payload, postcard::to_stdvec(&began).unwrap(), "{case}");
-            }
-        }
+                index
+            },
+            |index, rng| {
+                let p = person(rng.random_range(0..25_000));
+                match rng.random_range(0..3) {
+                    0 | 1 => index.insert(p, rng.random_range(0..5_000)),
+                    _ => index.remove(p),
+                }
+            },
+        );
     }
 
     #[test]

@@ -17,14 +17,18 @@ use std::ops::Bound;
 
 use serde::{Deserialize, Serialize};
 
-use super::capture::{under_way, Progress, Slot};
+use super::capture::{under_way, Piecewise, Progress, Slot};
 use super::{bulk_built, checkpoint_failed, RosterKey};
 use crate::error::Error;
 
-#[derive(Clone, Default, PartialEq, Eq, Debug)]
+/// Serialized as its tree alone (a checkpoint under way is not part of the index).
+#[derive(Clone, Default, PartialEq, Eq, Debug, Serialize, Deserialize)]
+#[serde(transparent)]
 pub(crate) struct RosterIndex {
+    #[serde(deserialize_with = "bulk_built")]
     tree: BTreeMap<RosterKey, u32>,
     /// The checkpoint reading this tree, if one is.
+    #[serde(skip)]
     capture: Slot<Capture>,
 }
 
@@ -84,9 +88,11 @@ impl RosterIndex {
             self.tree.remove(key);
         }
     }
+}
 
+impl Piecewise for RosterIndex {
     /// Starts a checkpoint of the tree as it is now. Refused while another is under way.
-    pub fn begin_capture(&self) -> Result<(), Error> {
+    fn begin_capture(&self) -> Result<(), Error> {
         self.capture.begin(Capture {
             progress: Progress::of(self.tree.len()),
             last: None,
@@ -97,7 +103,7 @@ impl RosterIndex {
 
     /// Encodes up to `step` more entries of the checkpoint under way onto `out` (the count
     /// first), each as it was when the checkpoint began; true once all are (and then on).
-    pub fn write_captured(&self, step: usize, out: &mut Vec<u8>) -> Result<bool, Error> {
+    fn write_captured(&self, step: usize, out: &mut Vec<u8>) -> Result<bool, Error> {
         let mut guard = self.capture.lock();
         let capture = under_way(&mut guard)?;
         if capture.done {
@@ -162,23 +168,8 @@ impl RosterIndex {
     }
 
     /// Ends the checkpoint under way, if any.
-    pub fn end_capture(&self) {
+    fn end_capture(&self) {
         self.capture.end();
-    }
-}
-
-impl Serialize for RosterIndex {
-    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        self.tree.serialize(serializer)
-    }
-}
-
-impl<'de> Deserialize<'de> for RosterIndex {
-    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        Ok(Self {
-            tree: bulk_built(deserializer)?,
-            capture: Slot::default(),
-        })
     }
 }
 
@@ -186,7 +177,9 @@ impl<'de> Deserialize<'de> for RosterIndex {
 mod tests {
     use super::*;
     use crate::domain::{HouseholdId, RegionCode};
-    use rand::{RngExt, SeedableRng};
+    use crate::projection::capture::check_read_in_pieces;
+    use rand::RngExt;
+    use rand_chacha::ChaCha8Rng;
 
     fn key(region: u64, id: u64) -> RosterKey {
         (
@@ -209,37 +202,23 @@ mod tests {
             (1_000, 200),
             (10_000, 0),
         ];
-        for (seed, (step, changes)) in cases.into_iter().enumerate() {
-            let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed as u64);
-            let mut index = RosterIndex::default();
-            for n in 0..2_000 {
-                index.insert(key(rng.random_range(0..20), n), n as u32);
-            }
-            let began = index.tree.clone();
-            index.begin_capture().unwrap();
-            let mut payload = Vec::new();
-            let mut pieces = 0;
-            while !index.write_captured(step, &mut payload).unwrap() {
-                pieces += 1;
-                for _ in 0..changes {
-                    let k = key(rng.random_range(0..20), rng.random_range(0..2_500));
-                    match rng.random_range(0..3) {
-                        0 => index.insert(k, rng.random_range(0..5_000)),
-                        1 => index.insert_if_absent(k, rng.random_range(0..5_000)),
-                        _ => index.remove(&k),
-                    }
+        check_read_in_pieces(
+            &cases,
+            |rng: &mut ChaCha8Rng| {
+                let mut index = RosterIndex::default();
+                for n in 0..2_000 {
+                    index.insert(key(rng.random_range(0..20), n), n as u32);
                 }
-            }
-            let case = format!("step {step}, {changes} changes a piece, {pieces} pieces");
-            assert!(
-                changes == 0 || index.tree != began,
-                "{case}: nothing changed"
-            );
-            let read: BTreeMap<RosterKey, u32> = postcard::from_bytes(&payload).expect(&case);
-            assert!(read == began, "{case}: not the tree it was");
-            if changes == 0 {
-                assert_eq!(payload, postcard::to_stdvec(&began).unwrap(), "{case}");
-            }
-        }
+                index
+            },
+            |index, rng| {
+                let k = key(rng.random_range(0..20), rng.random_range(0..2_500));
+                match rng.random_range(0..3) {
+                    0 => index.insert(k, rng.random_range(0..5_000)),
+                    1 => index.insert_if_absent(k, rng.random_range(0..5_000)),
+                    _ => index.remove(&k),
+                }
+            },
+        );
     }
 }
