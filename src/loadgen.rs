@@ -65,6 +65,9 @@ pub struct Options {
     /// With the mixed load: stop identifying once this many households exist (in all), and
     /// keep adjusting, exiting and relapsing them. `None`: no limit.
     pub households: Option<u64>,
+    /// Give every command a request_id (unique to the run), as a system that retries safely
+    /// does, so that the server keeps one request index entry per event.
+    pub request_ids: bool,
     pub seed: u64,
 }
 
@@ -158,6 +161,9 @@ struct Source {
     people: u64,
     area: u32,
     region: RegionCode,
+    request_ids: bool,
+    /// Commands made so far.
+    made: u64,
 }
 
 impl Source {
@@ -192,6 +198,8 @@ impl Source {
             people: 0,
             area,
             region,
+            request_ids: options.request_ids,
+            made: 0,
         }
     }
 
@@ -211,13 +219,16 @@ impl Source {
         }
     }
 
-    fn command(&self, id: &HouseholdId, on: Date, change: Change) -> Command {
+    fn command(&mut self, id: &HouseholdId, on: Date, change: Change) -> Command {
+        self.made += 1;
         Command {
             household_id: id.clone(),
             effective_date: on,
             document_ref: "压测〔2026〕1号".into(),
             expected_version: None,
-            request_id: None,
+            request_id: self
+                .request_ids
+                .then(|| format!("LG{}-{}-r{}", self.run, self.worker, self.made)),
             change,
         }
     }

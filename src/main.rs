@@ -129,6 +129,10 @@ struct BenchArgs {
     /// them (to build a store of a given shape: N households, many events each).
     #[arg(long)]
     households: Option<u64>,
+    /// Give every command a request_id, as a system that retries safely does (the server then
+    /// keeps one request index entry per event).
+    #[arg(long)]
+    request_ids: bool,
     /// Also write the report as JSON to this file.
     #[arg(long)]
     json: Option<PathBuf>,
@@ -656,6 +660,7 @@ async fn bench(args: BenchArgs) -> Result<(), String> {
         mix: args.mix,
         run,
         households: args.households,
+        request_ids: args.request_ids,
         seed: args.seed,
     })
     .await?;

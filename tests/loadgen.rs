@@ -19,6 +19,7 @@ struct Case {
     batch: usize,
     requests: u64,
     households: Option<u64>,
+    request_ids: bool,
 }
 
 const CASES: &[Case] = &[
@@ -29,6 +30,7 @@ const CASES: &[Case] = &[
         batch: 1,
         requests: 200,
         households: None,
+        request_ids: false,
     },
     Case {
         name: "single mixed commands",
@@ -37,6 +39,7 @@ const CASES: &[Case] = &[
         batch: 1,
         requests: 300,
         households: Some(20),
+        request_ids: true,
     },
     Case {
         name: "batches of identifications",
@@ -45,6 +48,7 @@ const CASES: &[Case] = &[
         batch: 50,
         requests: 10,
         households: None,
+        request_ids: false,
     },
     Case {
         name: "batches of mixed commands",
@@ -53,6 +57,7 @@ const CASES: &[Case] = &[
         batch: 40,
         requests: 12,
         households: Some(30),
+        request_ids: false,
     },
     Case {
         name: "GetHead only",
@@ -61,6 +66,7 @@ const CASES: &[Case] = &[
         batch: 1,
         requests: 200,
         households: None,
+        request_ids: false,
     },
 ];
 
@@ -74,12 +80,13 @@ fn options(server: &TestServer, case: &Case, run: u32) -> Options {
         mix: case.mix,
         run,
         households: case.households,
+        request_ids: case.request_ids,
         seed: 7,
     }
 }
 
-/// How many events of each kind the log holds from `from` on.
-async fn kinds_from(server: &TestServer, from: u64) -> BTreeMap<i32, u64> {
+/// How many events of each kind the log holds from `from` on, and how many carry a request_id.
+async fn kinds_from(server: &TestServer, from: u64) -> (BTreeMap<i32, u64>, u64) {
     let mut stream = server
         .audit()
         .await
@@ -90,12 +97,13 @@ async fn kinds_from(server: &TestServer, from: u64) -> BTreeMap<i32, u64> {
         .await
         .expect("ReadEvents answers")
         .into_inner();
-    let mut kinds = BTreeMap::new();
+    let (mut kinds, mut with_ids) = (BTreeMap::new(), 0);
     while let Some(message) = stream.message().await.expect("the stream reads") {
         let event = message.event.expect("every message carries an event");
         *kinds.entry(event.kind).or_insert(0) += 1;
+        with_ids += u64::from(!event.request_id.is_empty());
     }
-    kinds
+    (kinds, with_ids)
 }
 
 fn check_latencies(name: &str, report: &Report) {
@@ -128,7 +136,9 @@ async fn every_shape_of_load_is_accepted_and_lands_in_the_log() {
         check_latencies(name, &report);
 
         if written > 0 {
-            let kinds = kinds_from(&server, before + 1).await;
+            let (kinds, with_ids) = kinds_from(&server, before + 1).await;
+            let expected = if case.request_ids { written } else { 0 };
+            assert_eq!(with_ids, expected, "{name}: events with a request_id");
             let identified = kinds
                 .get(&(pb::EventKind::Identify as i32))
                 .copied()
@@ -207,6 +217,7 @@ async fn a_load_that_cannot_be_sent_is_refused_with_a_reason() {
         batch: 5,
         requests: 1,
         households: None,
+        request_ids: false,
     };
     let error = loadgen::run(options(&server, &head, 0))
         .await

@@ -8,7 +8,7 @@
 //!                        │             date, per epoch)
 //!   Event ─▶ Roll::apply ┼ persons     IdNumber (compact) → the number of the household holding
 //!                        │             them (the one-household-per-person rule), in shards
-//!   (in seq order)       ├ requests    request_id → seq (idempotency)
+//!   (in seq order)       ├ requests    request_id (a digest) → seq (idempotency), in shards
 //!                        ├ by_region   (RegionCode, HouseholdId) now: a county is a range
 //!                        ├ former      (RegionCode, HouseholdId) for every other region a
 //!                        │             household was ever in: with by_region, the candidates
@@ -25,9 +25,9 @@
 mod capture;
 mod flows;
 mod households;
-mod persons;
 mod roster_index;
 mod seqs;
+mod sharded;
 mod stats;
 mod timeline;
 
@@ -44,9 +44,9 @@ use serde::{Deserialize, Serialize};
 use capture::Piecewise;
 pub use flows::Flows;
 use households::Households;
-use persons::PersonIndex;
 use roster_index::RosterIndex;
 pub use seqs::Seqs;
+use sharded::{RequestKey, Sharded};
 pub use stats::{Group, Stats, StatsRow, Tally};
 pub use timeline::{Snapshot, Timeline};
 
@@ -216,14 +216,15 @@ pub type RosterKey = (RegionCode, HouseholdId);
 #[derive(Debug, Default, Clone, PartialEq, Eq, Deserialize)]
 pub struct Roll {
     head: u64,
-    requests: HashMap<String, u64>,
     tallies: BTreeMap<(RegionCode, Group), StatsRow>,
     /// `(recorded_at, last seq recorded then)`, one entry per distinct time, ascending.
     #[serde(with = "recorded_form")]
     recorded: Vec<(DateTime<Utc>, u64)>,
+    /// request_id (as a digest) → the seq of the event it produced.
+    requests: Sharded<RequestKey, u64>,
     /// Person (`IdNumber::compact`) → the number of the household holding them: 12 bytes an
     /// entry instead of 42, for ~3 people per household.
-    persons: PersonIndex,
+    persons: Sharded<u64, u32>,
     /// The region indexes hold household numbers, so a scan of a region reads each timeline
     /// without a hash lookup.
     by_region: RosterIndex,
@@ -235,12 +236,10 @@ pub struct Roll {
 }
 
 /// The first fields of a [`Roll`], in its order: what a checkpoint writes in one piece while
-/// writes wait (a hash map cannot be read a piece at a time while writes change it; the
-/// request index is one).
+/// writes wait (the tallies, one entry per region and group, and the recorded times).
 #[derive(Serialize)]
 struct Indexes<'a> {
     head: u64,
-    requests: &'a HashMap<String, u64>,
     tallies: &'a BTreeMap<(RegionCode, Group), StatsRow>,
     #[serde(serialize_with = "recorded_form::serialize")]
     recorded: &'a [(DateTime<Utc>, u64)],
@@ -252,6 +251,7 @@ impl Serialize for Roll {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         (
             self.indexes(),
+            &self.requests,
             &self.persons,
             &self.by_region,
             &self.former,
@@ -326,21 +326,20 @@ impl Roll {
     fn indexes(&self) -> Indexes<'_> {
         Indexes {
             head: self.head,
-            requests: &self.requests,
             tallies: &self.tallies,
             recorded: &self.recorded,
         }
     }
 
-    /// Starts a checkpoint of the roll as it is now: writes its first fields (the request
-    /// index, the tallies, the recorded times) to `out`, and from here on keeps, for the
-    /// checkpoint, the old version of any person, region entry or household a write changes
-    /// before [`Roll::continue_checkpoint`] has encoded it.
+    /// Starts a checkpoint of the roll as it is now: writes its first fields (the tallies,
+    /// the recorded times) to `out`, and from here on keeps, for the checkpoint, the old
+    /// version of any request, person, region entry or household a write changes before
+    /// [`Roll::continue_checkpoint`] has encoded it.
     ///
     /// ```text
     ///   roll lock:  [begin]  writes  [piece]  writes  [piece] …
-    ///   payload:     head requests tallies recorded │ persons │ by_region │ former │ households
-    ///                └──── written by begin ──────┘ └ ~4,096 entries a piece, as at begin ─────┘
+    ///   payload:     head tallies recorded │ requests │ persons │ by_region │ former │ households
+    ///                └─ written by begin ─┘ └──── ~4,096 entries a piece, as at begin ─────────┘
     /// ```
     ///
     /// The caller holds the roll's lock against writes during each call, not between them, so
@@ -367,13 +366,13 @@ impl Roll {
         written
     }
 
-    /// Entries (people, region entries, then households) a checkpoint encodes in one piece:
+    /// Entries (requests, people, region entries, then households) a checkpoint encodes in one piece:
     /// ~3 ms under load, while writes wait.
     pub const CHECKPOINT_STEP: usize = 4_096;
 
     /// Encodes up to `step` more entries of the checkpoint begun by
-    /// [`Roll::begin_checkpoint`] onto `piece` (the person index's, the region trees', then
-    /// the households'), each as it was then, for the caller to write out once it has released
+    /// [`Roll::begin_checkpoint`] onto `piece` (the request and person indexes', the region
+    /// trees', then the households'), each as it was then, for the caller to write out once it has released
     /// the roll; true once every entry is encoded (and the checkpoint has ended).
     pub fn continue_checkpoint(&self, step: usize, piece: &mut Vec<u8>) -> Result<bool, Error> {
         for part in self.piecewise() {
@@ -393,8 +392,9 @@ impl Roll {
     }
 
     /// What a checkpoint writes a piece at a time, in the payload's order (the fields' order).
-    fn piecewise(&self) -> [&dyn Piecewise; 4] {
+    fn piecewise(&self) -> [&dyn Piecewise; 5] {
         [
+            &self.requests,
             &self.persons,
             &self.by_region,
             &self.former,
@@ -407,7 +407,7 @@ impl Roll {
     }
 
     pub fn request(&self, request_id: &str) -> Option<u64> {
-        self.requests.get(request_id).copied()
+        self.requests.get(RequestKey::of(request_id))
     }
 
     pub fn households(&self) -> usize {
@@ -496,7 +496,7 @@ impl Roll {
         };
         self.head = event.seq;
         if let Some(request_id) = &event.request_id {
-            self.requests.insert(request_id.clone(), event.seq);
+            self.requests.insert(RequestKey::of(request_id), event.seq);
         }
         match self.recorded.last_mut() {
             Some((time, last)) if *time == event.recorded_at => *last = event.seq,

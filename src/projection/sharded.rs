@@ -1,0 +1,378 @@
+//! The roll's hash-map indexes (a person → their household's number; a request_id → its
+//! event's seq), each in shards that a checkpoint can read a few at a time while writes
+//! change them.
+//!
+//! ```text
+//!   shard = a hash of the key, one of SHARDS
+//!   shards   0 1 2 … written ┊ next … still to write ………………………………………… SHARDS-1
+//!                            ┊ a write to a key here first notes its value at the
+//!                            ┊ checkpoint's start in `before` (None: it had none)
+//!   a piece:  whole shards from `next`, each merged with its notes, as it was at the start
+//! ```
+//!
+//! One hash map could only be written whole while writes waited: the person index took
+//! ~0.1 s at a million households (seconds at a national roll's hundred million people), and
+//! the request index holds an entry for every event that carried a request_id. Shards also
+//! grow one at a time, so a write never waits for a whole index to be rehashed.
+//!
+//! Reads go through [`Sharded::get`]; every change goes through [`Sharded::insert`] or
+//! [`Sharded::remove`], which keep the checkpoint's view. Pure data: no I/O (pieces are
+//! encoded into the caller's buffer).
+
+use std::hash::Hash;
+
+use foldhash::HashMap;
+use serde::de::{DeserializeOwned, Error as _, SeqAccess, Visitor};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use super::capture::{under_way, Piecewise, Progress, Slot};
+use super::{checkpoint_failed, presized};
+use crate::error::Error;
+
+/// Enough shards that one holds ~25,000 people at a national roll (a piece of a checkpoint
+/// of ~3 ms), and few enough that their empty tables cost nothing (~200 KB).
+const SHARDS: usize = 4_096;
+
+/// A key of a sharded index: it names its shard.
+pub(crate) trait ShardKey: Copy + Eq + Hash + Serialize + DeserializeOwned {
+    /// A number below [`SHARDS`], spread evenly over the keys.
+    fn shard(&self) -> usize;
+}
+
+/// The top bits of `bits`, as a shard number.
+fn top(bits: u64) -> usize {
+    (bits >> (64 - SHARDS.trailing_zeros())) as usize
+}
+
+/// A person, as `IdNumber::compact` (a 17-digit integer).
+impl ShardKey for u64 {
+    fn shard(&self) -> usize {
+        // Fibonacci hashing: a multiplication spreads the ID numbers' digits (area, birth
+        // date, sequence) over the top bits.
+        top(self.wrapping_mul(0x9E37_79B9_7F4A_7C15))
+    }
+}
+
+/// A request_id, as the first 16 bytes of its SHA-256: 24 bytes an entry with its seq,
+/// instead of a string's 24 plus its text on the heap. Two request_ids share a key with a
+/// probability of ~n²/2¹²⁹ (10⁻²² for a billion of them); the writer compares the stored
+/// event with the command in any case, so even then it refuses rather than mixes them up.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug, Serialize, Deserialize)]
+pub(crate) struct RequestKey([u8; 16]);
+
+impl RequestKey {
+    pub fn of(request_id: &str) -> Self {
+        let digest = Sha256::digest(request_id.as_bytes());
+        let mut key = [0u8; 16];
+        key.copy_from_slice(&digest[..16]);
+        Self(key)
+    }
+}
+
+impl ShardKey for RequestKey {
+    fn shard(&self) -> usize {
+        // A digest's bytes are evenly spread already.
+        let [a, b, c, d, e, f, g, h, ..] = self.0;
+        top(u64::from_be_bytes([a, b, c, d, e, f, g, h]))
+    }
+}
+
+/// An index in [`SHARDS`] hash maps, serialized as its shards alone (a checkpoint under way is
+/// not part of the index).
+#[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
+#[serde(transparent)]
+#[serde(bound(
+    serialize = "K: ShardKey, V: Serialize",
+    deserialize = "K: ShardKey, V: DeserializeOwned"
+))]
+pub(crate) struct Sharded<K: ShardKey, V> {
+    #[serde(deserialize_with = "presized_shards")]
+    shards: Box<[HashMap<K, V>]>,
+    /// The checkpoint reading this index, if one is.
+    #[serde(skip)]
+    capture: Slot<Capture<K, V>>,
+}
+
+#[derive(Debug)]
+struct Capture<K, V> {
+    /// Entries when the checkpoint began, and how many are written.
+    progress: Progress,
+    /// The shards before this one are written.
+    next: usize,
+    /// Per shard, every key a write changed since the start while the shard was still to
+    /// write, with its value then.
+    before: Box<[HashMap<K, Option<V>>]>,
+}
+
+fn empty<T: Default>() -> Box<[T]> {
+    (0..SHARDS).map(|_| T::default()).collect()
+}
+
+impl<K: ShardKey, V> Default for Sharded<K, V> {
+    fn default() -> Self {
+        Self {
+            shards: empty(),
+            capture: Slot::default(),
+        }
+    }
+}
+
+impl<K: ShardKey, V: Copy + Eq> Sharded<K, V> {
+    pub fn get(&self, key: K) -> Option<V> {
+        self.shards[key.shard()].get(&key).copied()
+    }
+
+    pub fn len(&self) -> usize {
+        self.shards.iter().map(HashMap::len).sum()
+    }
+
+    /// Notes `key`'s value for a checkpoint under way that has not written its shard.
+    fn note(&mut self, key: K, then: Option<V>) {
+        let at = key.shard();
+        if let Some(capture) = self.capture.get_mut().filter(|c| at >= c.next) {
+            capture.before[at].entry(key).or_insert(then);
+        }
+    }
+
+    pub fn insert(&mut self, key: K, value: V) {
+        let then = self.get(key);
+        // Most events write their members again unchanged: nothing to note or store.
+        if then != Some(value) {
+            self.note(key, then);
+            self.shards[key.shard()].insert(key, value);
+        }
+    }
+
+    pub fn remove(&mut self, key: K) {
+        if let Some(then) = self.get(key) {
+            self.note(key, Some(then));
+            self.shards[key.shard()].remove(&key);
+        }
+    }
+}
+
+impl<K: ShardKey, V: Copy + Eq + Serialize> Piecewise for Sharded<K, V> {
+    /// Starts a checkpoint of the index as it is now. Refused while another is under way.
+    fn begin_capture(&self) -> Result<(), Error> {
+        self.capture.begin(Capture {
+            progress: Progress::of(self.len()),
+            next: 0,
+            before: empty(),
+        })
+    }
+
+    /// Encodes whole shards of the checkpoint under way onto `out`, at least `step` entries'
+    /// worth unless none is left, each as it was when the checkpoint began; true once all are
+    /// (and then on).
+    ///
+    /// The bytes are this index's serialized form: the number of shards, then each shard as
+    /// a map. The shards' counts add up to the count at the start, or the checkpoint fails.
+    fn write_captured(&self, step: usize, out: &mut Vec<u8>) -> Result<bool, Error> {
+        let mut guard = self.capture.lock();
+        let capture = under_way(&mut guard)?;
+        // Every call writes at least one shard, so only the first starts at shard 0.
+        if capture.next == 0 {
+            postcard::to_io(&SHARDS, &mut *out).map_err(checkpoint_failed)?;
+        }
+        let mut written = 0;
+        let mut entries = Vec::new();
+        while capture.next < SHARDS && written < step.max(1) {
+            let at = capture.next;
+            let notes = std::mem::take(&mut capture.before[at]);
+            entries.clear();
+            // Every key there now and not changed since: as it is.
+            entries.extend(
+                self.shards[at]
+                    .iter()
+                    .filter(|(key, _)| !notes.contains_key(key))
+                    .map(|(key, value)| (*key, *value)),
+            );
+            // Every key changed since: as it was (None: not in the index then).
+            entries.extend(
+                notes
+                    .into_iter()
+                    .filter_map(|(key, then)| then.map(|value| (key, value))),
+            );
+            postcard::to_io(&entries.len(), &mut *out).map_err(checkpoint_failed)?;
+            for entry in &entries {
+                postcard::to_io(entry, &mut *out).map_err(checkpoint_failed)?;
+            }
+            written += entries.len();
+            capture.next += 1;
+        }
+        capture.progress.written += written;
+        if capture.next < SHARDS {
+            return Ok(false);
+        }
+        let Progress { written, len, .. } = capture.progress;
+        if written != len {
+            return Err(Error::Io(format!(
+                "checkpoint: a sharded index gave {written} entries where it held {len} at the start"
+            )));
+        }
+        Ok(true)
+    }
+
+    /// Ends the checkpoint under way, if any.
+    fn end_capture(&self) {
+        self.capture.end();
+    }
+}
+
+/// Reads exactly [`SHARDS`] shards, each at its full size at once (see `presized`).
+fn presized_shards<'de, D, K, V>(deserializer: D) -> Result<Box<[HashMap<K, V>]>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    K: ShardKey,
+    V: DeserializeOwned,
+{
+    struct Shards<K, V>(std::marker::PhantomData<(K, V)>);
+    impl<'de, K: ShardKey, V: DeserializeOwned> Visitor<'de> for Shards<K, V> {
+        type Value = Box<[HashMap<K, V>]>;
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            write!(f, "{SHARDS} shards")
+        }
+        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+            let mut shards = Vec::with_capacity(SHARDS);
+            while let Some(Presized(shard)) = seq.next_element()? {
+                if shards.len() == SHARDS {
+                    return Err(A::Error::invalid_length(SHARDS + 1, &self));
+                }
+                shards.push(shard);
+            }
+            if shards.len() != SHARDS {
+                return Err(A::Error::invalid_length(shards.len(), &self));
+            }
+            Ok(shards.into_boxed_slice())
+        }
+    }
+    /// A shard read at its full size at once.
+    struct Presized<K, V>(HashMap<K, V>);
+    impl<'de, K: ShardKey, V: DeserializeOwned> Deserialize<'de> for Presized<K, V> {
+        fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+            presized(d).map(Presized)
+        }
+    }
+    deserializer.deserialize_seq(Shards(std::marker::PhantomData))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::projection::capture::check_read_in_pieces;
+    use rand::RngExt;
+    use rand_chacha::ChaCha8Rng;
+
+    type PersonIndex = Sharded<u64, u32>;
+
+    fn person(n: u64) -> u64 {
+        // Compact ID numbers are 17-digit integers.
+        61_060_219_800_101_000 + n * 7
+    }
+
+    /// Pieces of every size, with insertions, moves and removals of people in written and
+    /// unwritten shards in between, read back as the index was when the checkpoint began; the
+    /// index cloned then is the oracle.
+    #[test]
+    fn an_index_read_in_pieces_between_changes_is_the_index_it_was() {
+        let cases = [
+            (1, 0),
+            (1, 3),
+            (2, 1),
+            (7, 5),
+            (500, 40),
+            (4_000, 200),
+            (100_000, 0),
+        ];
+        check_read_in_pieces(
+            &cases,
+            |rng: &mut ChaCha8Rng| {
+                let mut index = PersonIndex::default();
+                for n in 0..20_000 {
+                    index.insert(person(n), rng.random_range(0..5_000));
+                }
+                index
+            },
+            |index, rng| {
+                let p = person(rng.random_range(0..25_000));
+                match rng.random_range(0..3) {
+                    0 | 1 => index.insert(p, rng.random_range(0..5_000)),
+                    _ => index.remove(p),
+                }
+            },
+        );
+    }
+
+    /// The same for request_ids: keys from a digest, seqs for values.
+    #[test]
+    fn a_request_index_read_in_pieces_between_changes_is_the_index_it_was() {
+        let request = |n: u64| RequestKey::of(&format!("baota-H{n}-1"));
+        check_read_in_pieces(
+            &[(1, 2), (300, 30), (5_000, 0)],
+            |rng: &mut ChaCha8Rng| {
+                let mut index = Sharded::<RequestKey, u64>::default();
+                for n in 0..10_000 {
+                    index.insert(request(n), rng.random_range(1..1_000_000));
+                }
+                index
+            },
+            |index, rng| {
+                let r = request(rng.random_range(0..12_000));
+                match rng.random_range(0..4) {
+                    0 => index.remove(r),
+                    _ => index.insert(r, rng.random_range(1..1_000_000)),
+                }
+            },
+        );
+    }
+
+    #[test]
+    fn request_keys_are_their_digest_and_spread_over_the_shards() {
+        assert_eq!(RequestKey::of("a"), RequestKey::of("a"));
+        assert_ne!(RequestKey::of("a"), RequestKey::of("b"));
+        // SHA-256("abc") begins ba7816bf 8f01cfea 414140de 5dae2223.
+        let abc = RequestKey::of("abc");
+        assert_eq!(abc.0[..4], [0xba, 0x78, 0x16, 0xbf]);
+        assert_eq!(abc.shard(), 0xba7);
+        let mut used = vec![0u32; SHARDS];
+        for n in 0..100_000 {
+            used[RequestKey::of(&n.to_string()).shard()] += 1;
+            used[(61_060_219_800_101_000u64 + n * 1_000).shard()] += 1;
+        }
+        // ~49 keys a shard on average: none empty, none with four times that.
+        assert!(
+            used.iter().all(|&n| (1..200).contains(&n)),
+            "{:?}",
+            (used.iter().min(), used.iter().max())
+        );
+    }
+
+    #[test]
+    fn a_payload_with_the_wrong_number_of_shards_is_refused() {
+        let mut index = PersonIndex::default();
+        index.insert(person(1), 1);
+        for shards in [0, 1, SHARDS - 1, SHARDS + 1] {
+            let payload =
+                postcard::to_stdvec(&vec![HashMap::<u64, u32>::default(); shards]).unwrap();
+            assert!(
+                postcard::from_bytes::<PersonIndex>(&payload).is_err(),
+                "{shards} shards were read"
+            );
+        }
+        let whole = postcard::to_stdvec(&index).unwrap();
+        assert_eq!(postcard::from_bytes::<PersonIndex>(&whole).unwrap(), index);
+    }
+
+    #[test]
+    fn unchanged_writes_note_nothing() {
+        let mut index = PersonIndex::default();
+        index.insert(person(1), 7);
+        index.begin_capture().unwrap();
+        index.insert(person(1), 7);
+        index.remove(person(2));
+        let guard = index.capture.lock();
+        let capture = guard.as_ref().unwrap();
+        assert!(capture.before.iter().all(HashMap::is_empty));
+    }
+}
