@@ -271,11 +271,39 @@ mod tests {
         61_060_219_800_101_000 + n * 7
     }
 
-    /// Pieces of every size, with insertions, moves and removals of people in written and
-    /// unwritten shards in between, read back as the index was when the checkpoint began; the
-    /// index cloned then is the oracle.
+    /// `filled` keys, then, between pieces, insertions, changes and removals of keys (a fifth of
+    /// them new) in written and unwritten shards: read back as the index was when the
+    /// checkpoint began; the index cloned then is the oracle.
+    fn check_index<K, V>(
+        cases: &[(usize, usize)],
+        filled: u64,
+        key: impl Fn(u64) -> K,
+        value: impl Fn(&mut ChaCha8Rng) -> V,
+    ) where
+        K: ShardKey + std::fmt::Debug,
+        V: Copy + Eq + Serialize + DeserializeOwned + std::fmt::Debug,
+    {
+        check_read_in_pieces(
+            cases,
+            |rng: &mut ChaCha8Rng| {
+                let mut index = Sharded::<K, V>::default();
+                for n in 0..filled {
+                    index.insert(key(n), value(rng));
+                }
+                index
+            },
+            |index, rng| {
+                let k = key(rng.random_range(0..filled * 5 / 4));
+                match rng.random_range(0..3) {
+                    0 => index.remove(k),
+                    _ => index.insert(k, value(rng)),
+                }
+            },
+        );
+    }
+
     #[test]
-    fn an_index_read_in_pieces_between_changes_is_the_index_it_was() {
+    fn an_index_of_people_read_in_pieces_between_changes_is_the_index_it_was() {
         let cases = [
             (1, 0),
             (1, 3),
@@ -285,46 +313,16 @@ mod tests {
             (4_000, 200),
             (100_000, 0),
         ];
-        check_read_in_pieces(
-            &cases,
-            |rng: &mut ChaCha8Rng| {
-                let mut index = PersonIndex::default();
-                for n in 0..20_000 {
-                    index.insert(person(n), rng.random_range(0..5_000));
-                }
-                index
-            },
-            |index, rng| {
-                let p = person(rng.random_range(0..25_000));
-                match rng.random_range(0..3) {
-                    0 | 1 => index.insert(p, rng.random_range(0..5_000)),
-                    _ => index.remove(p),
-                }
-            },
-        );
+        check_index(&cases, 20_000, person, |rng| rng.random_range(0..5_000u32));
     }
 
-    /// The same for request_ids: keys from a digest, seqs for values.
     #[test]
-    fn a_request_index_read_in_pieces_between_changes_is_the_index_it_was() {
+    fn an_index_of_requests_read_in_pieces_between_changes_is_the_index_it_was() {
         let request = |n: u64| RequestKey::of(&format!("baota-H{n}-1"));
-        check_read_in_pieces(
-            &[(1, 2), (300, 30), (5_000, 0)],
-            |rng: &mut ChaCha8Rng| {
-                let mut index = Sharded::<RequestKey, u64>::default();
-                for n in 0..10_000 {
-                    index.insert(request(n), rng.random_range(1..1_000_000));
-                }
-                index
-            },
-            |index, rng| {
-                let r = request(rng.random_range(0..12_000));
-                match rng.random_range(0..4) {
-                    0 => index.remove(r),
-                    _ => index.insert(r, rng.random_range(1..1_000_000)),
-                }
-            },
-        );
+        let cases = [(1, 2), (300, 30), (5_000, 0)];
+        check_index(&cases, 10_000, request, |rng| {
+            rng.random_range(1..1_000_000u64)
+        });
     }
 
     #[test]
