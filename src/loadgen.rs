@@ -364,7 +364,9 @@ pub async fn run(options: Options) -> Result<Report, String> {
     let endpoint = format!("http://{}", options.address);
     let budget = Arc::new(AtomicU64::new(options.requests.unwrap_or(u64::MAX)));
     let started = Instant::now();
-    let deadline = started + options.duration;
+    let deadline = started
+        .checked_add(options.duration)
+        .ok_or_else(|| format!("--seconds {} is too long", options.duration.as_secs()))?;
     let mut workers = Vec::new();
     for worker in 0..options.concurrency {
         let channel = Channel::from_shared(endpoint.clone())

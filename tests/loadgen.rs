@@ -223,6 +223,14 @@ async fn a_load_that_cannot_be_sent_is_refused_with_a_reason() {
         .await
         .expect_err("GetHead has no batches");
     assert!(error.contains("--batch"), "{error}");
+    let forever = Options {
+        duration: Duration::MAX,
+        ..options(&server, &CASES[0], 0)
+    };
+    let error = loadgen::run(forever)
+        .await
+        .expect_err("no clock runs that long");
+    assert!(error.contains("too long"), "{error}");
     let nobody = Options {
         address: "127.0.0.1:1".into(),
         ..options(&server, &CASES[0], 0)
