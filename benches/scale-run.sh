@@ -8,6 +8,7 @@
 #   HOUSEHOLDS=1000000 EVENTS=10000000 benches/scale-run.sh      # the issue's scale (~15 min)
 #   HOUSEHOLDS=100000 EVENTS=1000000 benches/scale-run.sh        # the default, a few minutes
 #   RESTARTS=3 …                                                 # restart (and time) it 3 times
+#   REQUEST_IDS=1 …                                              # every command with a request_id
 #
 # The first restart comes right after the load, while the kernel may still be writing back the
 # load's gigabytes; later ones show the restart of a settled machine.
@@ -15,6 +16,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 HOUSEHOLDS=${HOUSEHOLDS:-100000}
 EVENTS=${EVENTS:-1000000}
+# As the demo and a client that retries safely send them: the server keeps an entry per event.
+IDS=(); [ -z "${REQUEST_IDS:-}" ] || IDS=(--request-ids)
 DIR=${DIR:-$(mktemp -d /tmp/rollstore-scale.XXXXXX)}
 PORT=${PORT:-50999}
 BIN=target/release/rollstore
@@ -33,12 +36,13 @@ start_server() {
 
 peak_rss_mib() { awk '/VmHWM/ {printf "%.0f", $2/1024}' "/proc/$SERVER/status"; }
 
-echo "== scale run: $HOUSEHOLDS households, ~$EVENTS events, in $DIR"
+echo "== scale run: $HOUSEHOLDS households, ~$EVENTS events${IDS:+ with request_ids}, in $DIR"
 start_server
 "$BIN" bench --address "127.0.0.1:$PORT" --concurrency 32 --seconds 5 --json "$DIR/empty-single.json" | tail -4
 began=$(date +%s%N)
 "$BIN" bench --address "127.0.0.1:$PORT" --concurrency 4 --batch 1000 --mix mixed \
-    --households "$HOUSEHOLDS" --requests $((EVENTS / 1000)) --seconds 36000 --json "$DIR/load.json" | tail -5
+    --households "$HOUSEHOLDS" --requests $((EVENTS / 1000)) --seconds 36000 "${IDS[@]}" \
+    --json "$DIR/load.json" | tail -5
 loaded_in=$(( ($(date +%s%N) - began) / 1000000000 ))
 "$BIN" bench --address "127.0.0.1:$PORT" --concurrency 32 --seconds 5 --json "$DIR/full-single.json" | tail -4
 rss=$(peak_rss_mib)
