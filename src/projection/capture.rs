@@ -159,18 +159,29 @@ pub(crate) fn check_read_in_pieces<T, R>(
         }
         structure.end_capture();
         let case = format!("step {step}, {changes} changes a piece, {pieces} pieces");
-        assert!(
-            changes == 0 || structure != began,
-            "{case}: nothing changed"
-        );
-        let read: T = postcard::from_bytes(&payload).expect(&case);
-        assert!(
-            read == began,
-            "{case}: not what it was when the checkpoint began"
-        );
-        if changes == 0 {
-            let whole = postcard::to_stdvec(&began).expect("the structure encodes");
-            assert_eq!(payload, whole, "{case}");
-        }
+        check_payload(&case, &payload, &began, &structure, changes > 0);
+    }
+}
+
+/// The verdict on a checkpoint read in pieces: if anything `changed` in between, `now` moved
+/// on from `began`; the payload decodes as `began`; with nothing changed, it is byte for byte
+/// `began`'s whole encoding.
+#[cfg(test)]
+pub(crate) fn check_payload<T>(case: &str, payload: &[u8], began: &T, now: &T, changed: bool)
+where
+    T: PartialEq + serde::Serialize + serde::de::DeserializeOwned,
+{
+    assert!(
+        !changed || now != began,
+        "{case}: nothing changed in between"
+    );
+    let read: T = postcard::from_bytes(payload).expect(case);
+    assert!(
+        read == *began,
+        "{case}: not what it was when the checkpoint began"
+    );
+    if !changed {
+        let whole = postcard::to_stdvec(began).expect("the structure encodes");
+        assert_eq!(payload, whole, "{case}");
     }
 }

@@ -41,6 +41,8 @@ use std::ops::Bound;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
+#[cfg(test)]
+pub(crate) use capture::check_payload;
 use capture::Piecewise;
 pub use flows::Flows;
 use households::Households;
