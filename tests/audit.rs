@@ -8,7 +8,7 @@ use std::time::Duration;
 use common::*;
 use rollstore::app::audit;
 use rollstore::pb;
-use rollstore::store::Key;
+use rollstore::store::{self, Entry, Key};
 use tonic::Code;
 
 /// Identifies households `from..to` in batches of `batch`, as one writer.
@@ -212,7 +212,10 @@ async fn history() -> tempfile::TempDir {
     server.stop().await
 }
 
-fn tamper(dir: &std::path::Path, change: impl FnOnce(&sled::Db)) {
+/// Rewrites the stopped server's log as `change` leaves its entries, in blocks of up to three
+/// consecutive seqs (so that a change inside a block is tried, and a dropped event leaves a
+/// gap where it was).
+fn tamper(dir: &std::path::Path, change: impl FnOnce(&mut Vec<Entry>)) {
     // sled may still be releasing the stopped server's file lock for a moment.
     let mut opened = sled::open(dir);
     for _ in 0..100 {
@@ -223,7 +226,29 @@ fn tamper(dir: &std::path::Path, change: impl FnOnce(&sled::Db)) {
         opened = sled::open(dir);
     }
     let db = opened.unwrap();
-    change(&db);
+    let mut entries = Vec::new();
+    for item in db.range(Key::log()) {
+        let (key, value) = item.unwrap();
+        entries.extend(store::decode_item(&key, &value).unwrap());
+        db.remove(key).unwrap();
+    }
+    change(&mut entries);
+    let mut blocks: Vec<Vec<Entry>> = Vec::new();
+    for entry in entries {
+        match blocks.last_mut() {
+            Some(block) if block.len() < 3 && block[block.len() - 1].seq + 1 == entry.seq => {
+                block.push(entry)
+            }
+            _ => blocks.push(vec![entry]),
+        }
+    }
+    for block in blocks {
+        db.insert(
+            Key::Block(block[0].seq).encode(),
+            store::encode_block(&block),
+        )
+        .unwrap();
+    }
     db.flush().unwrap();
 }
 
@@ -236,15 +261,13 @@ async fn tampering_is_detected_at_the_seq_it_touches() {
     // One stored event's bytes altered (still valid JSON): verify and VerifyChain name it.
     let dir = history().await;
     assert!(verify(dir.path()).ok());
-    tamper(dir.path(), |db| {
-        let key = Key::Event(7).encode();
-        let value = db.get(key).unwrap().unwrap().to_vec();
-        let text = String::from_utf8(value[32..].to_vec()).unwrap();
+    tamper(dir.path(), |entries| {
+        let seventh = &mut entries[6];
+        assert_eq!(seventh.seq, 7);
+        let text = String::from_utf8(seventh.body.clone()).unwrap();
         let altered = text.replacen("张", "王", 1);
         assert_ne!(altered, text);
-        let mut bytes = value[..32].to_vec();
-        bytes.extend_from_slice(altered.as_bytes());
-        db.insert(key, bytes).unwrap();
+        seventh.body = altered.into_bytes();
     });
     let report = verify(dir.path());
     assert_eq!(
@@ -274,28 +297,26 @@ async fn tampering_is_detected_at_the_seq_it_touches() {
 
     // One event dropped.
     let dir = history().await;
-    tamper(dir.path(), |db| {
-        db.remove(Key::Event(12).encode()).unwrap();
+    tamper(dir.path(), |entries| {
+        entries.retain(|e| e.seq != 12);
     });
     assert_eq!(verify(dir.path()).chain.broken.map(|b| b.0), Some(12));
 
     // Two events swapped.
     let dir = history().await;
-    tamper(dir.path(), |db| {
-        let (a, b) = (Key::Event(4).encode(), Key::Event(9).encode());
-        let (va, vb) = (db.get(a).unwrap().unwrap(), db.get(b).unwrap().unwrap());
-        db.insert(a, vb).unwrap();
-        db.insert(b, va).unwrap();
+    tamper(dir.path(), |entries| {
+        let (a, b) = (entries[3].clone(), entries[8].clone());
+        (entries[3].hash, entries[3].body) = (b.hash, b.body);
+        (entries[8].hash, entries[8].body) = (a.hash, a.body);
     });
     assert_eq!(verify(dir.path()).chain.broken.map(|b| b.0), Some(4));
 
     // The last event's hash altered.
     let dir = history().await;
-    tamper(dir.path(), |db| {
-        let key = Key::Event(30).encode();
-        let mut value = db.get(key).unwrap().unwrap().to_vec();
-        value[0] ^= 0xff;
-        db.insert(key, value).unwrap();
+    tamper(dir.path(), |entries| {
+        let last = entries.last_mut().unwrap();
+        assert_eq!(last.seq, 30);
+        last.hash[0] ^= 0xff;
     });
     assert_eq!(verify(dir.path()).chain.broken.map(|b| b.0), Some(30));
 }

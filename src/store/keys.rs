@@ -5,8 +5,14 @@
 //! contiguous range:
 //!
 //! ```text
-//!   Key::Event(seq)   0x01 ‖ seq as u64 big-endian     the log, in seq order
+//!   Key::Event(seq)   0x01 ‖ seq as u64 big-endian     one event (stores written before blocks)
+//!   Key::Block(first) 0x02 ‖ first as u64 big-endian   the events first, first + 1, … of a block
 //! ```
+//!
+//! The log is written in blocks now; a store written one event to a key is still read as it
+//! is. Its events all come before the first block, and the tag of an event sorts before the tag
+//! of a block, so one range from `Key::Event(from)` to the last block reads the whole log in
+//! seq order, whichever kinds it holds.
 //!
 //! Only `store` uses these; no other layer knows what a key looks like.
 
@@ -15,31 +21,36 @@ use crate::error::Error;
 /// Something stored in the database, by what it is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Key {
-    /// One event of the log.
+    /// One event of the log, in a store written before blocks.
     Event(u64),
+    /// A block of consecutive events of the log, by the seq of its first.
+    Block(u64),
 }
 
 const EVENT: u8 = 0x01;
+const BLOCK: u8 = 0x02;
 
 impl Key {
     pub fn encode(self) -> [u8; 9] {
-        match self {
-            Key::Event(seq) => {
-                let mut bytes = [0u8; 9];
-                bytes[0] = EVENT;
-                bytes[1..].copy_from_slice(&seq.to_be_bytes());
-                bytes
-            }
-        }
+        let (tag, seq) = match self {
+            Key::Event(seq) => (EVENT, seq),
+            Key::Block(first) => (BLOCK, first),
+        };
+        let mut bytes = [0u8; 9];
+        bytes[0] = tag;
+        bytes[1..].copy_from_slice(&seq.to_be_bytes());
+        bytes
     }
 
     pub fn decode(bytes: &[u8]) -> Result<Self, Error> {
+        let seq = |rest: &[u8]| {
+            let mut seq = [0u8; 8];
+            seq.copy_from_slice(rest);
+            u64::from_be_bytes(seq)
+        };
         match bytes {
-            [EVENT, rest @ ..] if rest.len() == 8 => {
-                let mut seq = [0u8; 8];
-                seq.copy_from_slice(rest);
-                Ok(Key::Event(u64::from_be_bytes(seq)))
-            }
+            [EVENT, rest @ ..] if rest.len() == 8 => Ok(Key::Event(seq(rest))),
+            [BLOCK, rest @ ..] if rest.len() == 8 => Ok(Key::Block(seq(rest))),
             _ => Err(Error::Corrupt(format!(
                 "unknown storage key {}",
                 hex::encode(bytes)
@@ -47,9 +58,9 @@ impl Key {
         }
     }
 
-    /// The range holding every key of the log.
-    pub fn events() -> std::ops::RangeInclusive<[u8; 9]> {
-        Key::Event(0).encode()..=Key::Event(u64::MAX).encode()
+    /// The range holding every key of the log, of both kinds.
+    pub fn log() -> std::ops::RangeInclusive<[u8; 9]> {
+        Key::Event(0).encode()..=Key::Block(u64::MAX).encode()
     }
 }
 
@@ -58,18 +69,22 @@ mod tests {
     use super::*;
 
     #[test]
-    fn event_keys_order_as_their_seqs() {
+    fn keys_order_by_kind_then_seq_and_decode_to_themselves() {
         let seqs = [0u64, 1, 2, 255, 256, 65_535, 1 << 40, u64::MAX];
-        for pair in seqs.windows(2) {
-            assert!(Key::Event(pair[0]).encode() < Key::Event(pair[1]).encode());
+        let keys: Vec<Key> = seqs
+            .iter()
+            .map(|&s| Key::Event(s))
+            .chain(seqs.iter().map(|&s| Key::Block(s)))
+            .collect();
+        for pair in keys.windows(2) {
+            assert!(pair[0].encode() < pair[1].encode(), "{pair:?}");
         }
-        for seq in seqs {
-            assert_eq!(
-                Key::decode(&Key::Event(seq).encode()).unwrap(),
-                Key::Event(seq)
-            );
+        for key in keys {
+            assert_eq!(Key::decode(&key.encode()).unwrap(), key);
+            assert!(Key::log().contains(&key.encode()));
         }
-        assert!(Key::decode(&[0x02, 0, 0]).is_err());
+        assert!(Key::decode(&[0x03, 0, 0, 0, 0, 0, 0, 0, 0]).is_err());
         assert!(Key::decode(&[EVENT, 1, 2]).is_err());
+        assert!(Key::decode(&[BLOCK]).is_err());
     }
 }

@@ -1,11 +1,23 @@
-//! The log on disk: sled 0.34.7, one entry per event, chained by SHA-256, committed durably.
+//! The log on disk: sled 0.34.7, the events of each commit packed into blocks, chained by
+//! SHA-256, committed durably.
 //!
 //! ```text
-//!   key  Key::Event(seq)                     value  hash(seq) ‖ body(seq)
-//!                                                   └ 32 bytes ┘└ the event's exact bytes ┘
+//!   key  Key::Block(first)    value  record(first) ‖ record(first + 1) ‖ … (up to 6 KiB)
+//!   record(seq)  =  hash(seq) ‖ len(seq) ‖ body(seq)
+//!                   └ 32 bytes ┘└ u32 LE ┘└ the event's exact bytes ┘
 //!   hash(0) = 32 zero bytes
 //!   hash(n) = SHA-256(hash(n-1) ‖ body(n))
 //! ```
+//!
+//! Why blocks: sled's cost is per item far more than per byte (it clones the leaf an insert
+//! lands in), and one key per event made its inserts the largest part of a batch's commit.
+//! A block holds the consecutive events of one commit, never of two, so a commit that failed
+//! can be removed block by block. A block is at most [`BLOCK_BYTES`] of records (a record
+//! larger than that gets a block of its own): sled splits a leaf past 17 items and writes any
+//! item larger than a quarter of its 512 KiB segment to a blob file of its own, so 17 blocks
+//! of 6 KiB keep a leaf inline where 8 KiB ones would not. A store written one event to a key
+//! (`Key::Event`, `hash ‖ body`) before blocks is read as it is; new commits go in blocks after
+//! its events.
 //!
 //! [`Log::append`] is a group commit: it writes every body it is given as one sled batch, then
 //! `flush()`es and `fsync`s the database file, and only then moves the head. sled's flush ends in
@@ -92,22 +104,127 @@ pub struct Entry {
     pub body: Vec<u8>,
 }
 
-impl Entry {
-    fn decode(key: &[u8], value: &[u8]) -> Result<Self, Error> {
-        let Key::Event(seq) = Key::decode(key)?;
-        if value.len() < 32 {
-            return Err(Error::Corrupt(format!(
-                "event {seq} is {} bytes long, shorter than its hash",
-                value.len()
-            )));
+/// The most bytes of records a block holds, unless one record alone is larger (see the module
+/// documentation for why 6 KiB).
+pub const BLOCK_BYTES: usize = 6 * 1024;
+
+const HASH_LEN: usize = 32;
+const LEN_LEN: usize = 4;
+
+/// Appends one record (`hash ‖ len ‖ body`) to a block's bytes.
+fn push_record(block: &mut Vec<u8>, hash: &Hash, body: &[u8]) {
+    let len = u32::try_from(body.len()).expect("an event body is far smaller than 4 GiB");
+    block.extend_from_slice(hash);
+    block.extend_from_slice(&len.to_le_bytes());
+    block.extend_from_slice(body);
+}
+
+/// The bytes of one block holding `entries`, which must be consecutive: the block's key is the
+/// first one's seq, and the others' seqs follow from their places. For tools and tests that
+/// write the raw log (the audit tests tamper with it this way); [`Log::append`] is the writer.
+pub fn encode_block(entries: &[Entry]) -> Vec<u8> {
+    let mut block = Vec::new();
+    for entry in entries {
+        push_record(&mut block, &entry.hash, &entry.body);
+    }
+    block
+}
+
+/// The entries of one stored item, whichever kind its key names, in seq order.
+pub fn decode_item(key: &[u8], value: &[u8]) -> Result<Vec<Entry>, Error> {
+    Ok(records(key, value)?
+        .into_iter()
+        .map(|record| record.entry(value))
+        .collect())
+}
+
+/// The stored item holding `seq`, if any: the last block that starts at or before it, or else
+/// (a store written before blocks) its own key.
+fn item_holding(db: &sled::Db, seq: u64) -> Result<Option<(sled::IVec, sled::IVec)>, Error> {
+    let blocks = Key::Block(0).encode()..=Key::Block(seq).encode();
+    if let Some(item) = db.range(blocks).next_back() {
+        return Ok(Some(item?));
+    }
+    let key = Key::Event(seq).encode();
+    Ok(db
+        .get(key)?
+        .map(|value| (sled::IVec::from(&key[..]), value)))
+}
+
+/// One record of a stored item, its body still in the item's bytes.
+struct Record {
+    seq: u64,
+    hash: Hash,
+    body: std::ops::Range<usize>,
+}
+
+impl Record {
+    fn entry(&self, value: &[u8]) -> Entry {
+        Entry {
+            seq: self.seq,
+            hash: self.hash,
+            body: value[self.body.clone()].to_vec(),
         }
+    }
+}
+
+/// Splits a stored item into its records, checking every length against the bytes there are.
+fn records(key: &[u8], value: &[u8]) -> Result<Vec<Record>, Error> {
+    let hash_at = |at: usize| {
         let mut hash = GENESIS;
-        hash.copy_from_slice(&value[..32]);
-        Ok(Entry {
-            seq,
-            hash,
-            body: value[32..].to_vec(),
-        })
+        hash.copy_from_slice(&value[at..at + HASH_LEN]);
+        hash
+    };
+    match Key::decode(key)? {
+        Key::Event(seq) => {
+            if value.len() < HASH_LEN {
+                return Err(Error::Corrupt(format!(
+                    "event {seq} is {} bytes long, shorter than its hash",
+                    value.len()
+                )));
+            }
+            Ok(vec![Record {
+                seq,
+                hash: hash_at(0),
+                body: HASH_LEN..value.len(),
+            }])
+        }
+        Key::Block(first) => {
+            let mut records = Vec::new();
+            let mut at = 0;
+            while at < value.len() {
+                let seq = first.checked_add(records.len() as u64).ok_or_else(|| {
+                    Error::Corrupt(format!("the block at {first} runs past the last seq"))
+                })?;
+                let damaged = || {
+                    Error::Corrupt(format!(
+                        "event {seq} (in the block at {first}) is cut short: the block is damaged"
+                    ))
+                };
+                let len_at = at + HASH_LEN;
+                let body_at = len_at + LEN_LEN;
+                if value.len() < body_at {
+                    return Err(damaged());
+                }
+                let mut len = [0u8; LEN_LEN];
+                len.copy_from_slice(&value[len_at..body_at]);
+                let end = usize::try_from(u32::from_le_bytes(len))
+                    .ok()
+                    .and_then(|len| body_at.checked_add(len))
+                    .filter(|&end| end <= value.len())
+                    .ok_or_else(damaged)?;
+                records.push(Record {
+                    seq,
+                    hash: hash_at(at),
+                    body: body_at..end,
+                });
+                at = end;
+            }
+            if records.is_empty() {
+                return Err(Error::Corrupt(format!("the block at {first} is empty")));
+            }
+            Ok(records)
+        }
     }
 }
 
@@ -192,11 +309,11 @@ impl Storage {
 
     /// The last entry stored, if any.
     fn last(&self) -> Result<Option<Entry>, Error> {
-        match self.db.range(Key::events()).next_back() {
+        match self.db.range(Key::log()).next_back() {
             None => Ok(None),
             Some(item) => {
                 let (key, value) = item?;
-                Entry::decode(&key, &value).map(Some)
+                Ok(records(&key, &value)?.last().map(|r| r.entry(&value)))
             }
         }
     }
@@ -331,15 +448,21 @@ impl Log {
         let mut batch = sled::Batch::default();
         let mut positions = Vec::with_capacity(bodies.len());
         let mut last = *head;
+        let mut block = (last.seq + 1, Vec::new());
         for body in bodies {
             let seq = last.seq + 1;
             let hash = chain(&last.hash, body);
-            let mut value = Vec::with_capacity(32 + body.len());
-            value.extend_from_slice(&hash);
-            value.extend_from_slice(body);
-            batch.insert(&Key::Event(seq).encode(), value);
+            let record = HASH_LEN + LEN_LEN + body.len();
+            if !block.1.is_empty() && block.1.len() + record > BLOCK_BYTES {
+                let (first, bytes) = std::mem::replace(&mut block, (seq, Vec::new()));
+                batch.insert(&Key::Block(first).encode(), bytes);
+            }
+            push_record(&mut block.1, &hash, body);
             last = Head { seq, hash };
             positions.push(last);
+        }
+        if !block.1.is_empty() {
+            batch.insert(&Key::Block(block.0).encode(), block.1);
         }
         let written = {
             let storage = self
@@ -378,9 +501,14 @@ impl Log {
         let reopened = Storage::open(&self.dir)?;
         let last = reopened.last()?.map_or(0, |e| e.seq);
         if last > head.seq {
+            // Everything past the head is whole items: a block never spans two commits. (One
+            // that did would be left, and refused just below.)
             let mut trim = sled::Batch::default();
-            for seq in head.seq + 1..=last {
-                trim.remove(&Key::Event(seq).encode());
+            let past = |key: fn(u64) -> Key| key(head.seq + 1).encode()..=key(u64::MAX).encode();
+            for range in [past(Key::Event), past(Key::Block)] {
+                for item in reopened.db.range(range) {
+                    trim.remove(item?.0);
+                }
             }
             reopened.db.apply_batch(trim)?;
             reopened.sync(&self.dir)?;
@@ -409,9 +537,16 @@ impl Log {
         if seq == 0 || seq > self.head().seq {
             return Ok(None);
         }
-        let key = Key::Event(seq).encode();
-        match self.with_db(|db| Ok(db.get(key)?))? {
-            Some(value) => Entry::decode(&key, &value).map(Some),
+        let item = self.with_db(|db| item_holding(db, seq))?;
+        let found = match &item {
+            Some((key, value)) => records(key, value)?
+                .into_iter()
+                .find(|r| r.seq == seq)
+                .map(|r| r.entry(value)),
+            None => None,
+        };
+        match found {
+            Some(entry) => Ok(Some(entry)),
             None => Err(Error::Corrupt(format!(
                 "event {seq} is missing below the head"
             ))),
@@ -424,44 +559,62 @@ impl Log {
         let head = self.head().seq;
         let from = from.max(1);
         let mut expected = from;
-        let range = Key::Event(from).encode()..=Key::Event(head).encode();
         // sled's iterators own what they read, so the lock is not held while the scan runs.
         let (mut inner, mut failed) = if from <= head {
-            match self.with_db(|db| Ok(db.range(range))) {
+            let range = self.with_db(|db| {
+                // Start at the block holding `from`, or at its own key in a store written
+                // before blocks (whose events all come before the first block).
+                let start = match item_holding(db, from)? {
+                    Some((key, _)) => key.to_vec(),
+                    None => Key::Event(from).encode().to_vec(),
+                };
+                Ok(db.range(start..=Key::Block(head).encode().to_vec()))
+            });
+            match range {
                 Ok(iter) => (Some(iter), None),
                 Err(error) => (None, Some(error)),
             }
         } else {
             (None, None)
         };
-        std::iter::from_fn(move || {
+        let mut entries = std::collections::VecDeque::<Entry>::new();
+        std::iter::from_fn(move || loop {
             if let Some(error) = failed.take() {
-                return Some(Err(error));
-            }
-            let item = inner.as_mut()?.next();
-            let result = match item {
-                None if expected <= head => Err(Error::Corrupt(format!(
-                    "event {expected} is missing below the head {head}"
-                ))),
-                None => return None,
-                Some(Err(e)) => Err(Error::from(e)),
-                Some(Ok((key, value))) => Entry::decode(&key, &value).and_then(|entry| {
-                    if entry.seq == expected {
-                        Ok(entry)
-                    } else {
-                        Err(Error::Corrupt(format!(
-                            "event {expected} is missing: the log jumps to {}",
-                            entry.seq
-                        )))
-                    }
-                }),
-            };
-            if result.is_err() {
                 // One error ends the scan.
                 inner = None;
+                entries.clear();
+                return Some(Err(error));
             }
-            expected += 1;
-            Some(result)
+            if expected > head {
+                return None;
+            }
+            if let Some(entry) = entries.pop_front() {
+                if entry.seq < expected {
+                    // The first block starts before `from`.
+                    continue;
+                }
+                if entry.seq != expected {
+                    failed = Some(Error::Corrupt(format!(
+                        "event {expected} is missing: the log jumps to {}",
+                        entry.seq
+                    )));
+                    continue;
+                }
+                expected += 1;
+                return Some(Ok(entry));
+            }
+            match inner.as_mut()?.next() {
+                None => {
+                    failed = Some(Error::Corrupt(format!(
+                        "event {expected} is missing below the head {head}"
+                    )))
+                }
+                Some(Err(e)) => failed = Some(Error::from(e)),
+                Some(Ok((key, value))) => match decode_item(&key, &value) {
+                    Ok(decoded) => entries.extend(decoded),
+                    Err(error) => failed = Some(error),
+                },
+            }
         })
     }
 }
@@ -492,33 +645,169 @@ mod tests {
         assert_eq!(log.get(2).unwrap().unwrap().body, large);
     }
 
-    #[test]
-    fn appends_chain_and_survive_reopen() {
-        let dir = tempfile::tempdir().unwrap();
-        let bodies: Vec<Vec<u8>> = (0..5)
-            .map(|i| format!("{{\"n\":{i}}}").into_bytes())
-            .collect();
-        let positions = {
-            let log = Log::open(dir.path()).unwrap();
-            assert_eq!(log.head(), Head::EMPTY);
-            let mut positions = log.append(&bodies[..2]).unwrap();
-            positions.extend(log.append(&bodies[2..]).unwrap());
-            positions
-        };
-        let log = Log::open(dir.path()).unwrap();
-        assert_eq!(log.head(), *positions.last().unwrap());
+    /// Bodies of `len` bytes each (`len` ≥ 8), each naming its number.
+    fn bodies(count: usize, len: usize) -> Vec<Vec<u8>> {
+        (0..count)
+            .map(|i| format!("{i:0len$}").into_bytes())
+            .collect()
+    }
+
+    /// Everything a reader can ask of `log`, checked against the bodies it should hold: the
+    /// head, every entry's body and chained hash, `get` of each seq and just past the head,
+    /// and a scan from every seq.
+    fn check_reads(log: &Log, bodies: &[Vec<u8>]) {
+        let head = bodies.len() as u64;
+        assert_eq!(log.head().seq, head);
         let entries: Vec<Entry> = log.scan(1).collect::<Result<_, _>>().unwrap();
+        assert_eq!(entries.len(), bodies.len());
         let mut previous = GENESIS;
         for (i, entry) in entries.iter().enumerate() {
             assert_eq!(entry.seq, i as u64 + 1);
             assert_eq!(entry.body, bodies[i]);
             assert_eq!(entry.hash, chain(&previous, &bodies[i]));
             previous = entry.hash;
+            assert_eq!(log.get(entry.seq).unwrap().as_ref(), Some(entry));
         }
-        assert_eq!(log.get(3).unwrap().unwrap(), entries[2]);
-        assert_eq!(log.get(6).unwrap(), None);
+        assert_eq!(log.head().hash, previous);
+        for from in 0..=head + 2 {
+            let scanned: Vec<Entry> = log.scan(from).collect::<Result<_, _>>().unwrap();
+            let skip = from.max(1) as usize - 1;
+            assert_eq!(
+                scanned,
+                entries[skip.min(entries.len())..],
+                "scan from {from}"
+            );
+        }
         assert_eq!(log.get(0).unwrap(), None);
-        assert_eq!(log.scan(4).count(), 2);
-        assert_eq!(log.scan(9).count(), 0);
+        assert_eq!(log.get(head + 1).unwrap(), None);
+    }
+
+    #[test]
+    fn appends_chain_and_survive_reopen() {
+        // Commits of one event, of several in one block, and of several blocks (a block holds
+        // ~6 KiB of records; these are 1 KiB and 20 KiB bodies).
+        let dir = tempfile::tempdir().unwrap();
+        let mut all = Vec::new();
+        {
+            let log = Log::open(dir.path()).unwrap();
+            assert_eq!(log.head(), Head::EMPTY);
+            check_reads(&log, &all);
+            for commit in [
+                bodies(1, 10),
+                bodies(3, 100),
+                bodies(40, 1000),
+                bodies(3, 20_000),
+            ] {
+                let positions = log.append(&commit).unwrap();
+                all.extend(commit);
+                assert_eq!(positions.last(), Some(&log.head()));
+                check_reads(&log, &all);
+            }
+        }
+        let log = Log::open(dir.path()).unwrap();
+        check_reads(&log, &all);
+        let blocks = log.with_db(|db| Ok(db.range(Key::log()).count())).unwrap();
+        assert!((10..20).contains(&blocks), "{blocks} blocks for 47 events");
+    }
+
+    #[test]
+    fn a_store_written_one_event_to_a_key_is_read_and_extended_in_blocks() {
+        let dir = tempfile::tempdir().unwrap();
+        let old = bodies(5, 50);
+        {
+            // What a build before blocks wrote: `hash ‖ body` under `Key::Event(seq)`.
+            let storage = Storage::open(dir.path()).unwrap();
+            let mut hash = GENESIS;
+            for (i, body) in old.iter().enumerate() {
+                hash = chain(&hash, body);
+                let value = [&hash[..], body].concat();
+                storage
+                    .db
+                    .insert(Key::Event(i as u64 + 1).encode(), value)
+                    .unwrap();
+            }
+            storage.sync(dir.path()).unwrap();
+        }
+        let log = Log::open(dir.path()).unwrap();
+        check_reads(&log, &old);
+        let new = bodies(30, 500);
+        log.append(&new).unwrap();
+        check_reads(&log, &[old, new].concat());
+    }
+
+    #[test]
+    fn a_recovery_removes_every_block_past_the_acknowledged_head() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = Log::open(dir.path()).unwrap();
+        let kept = bodies(20, 1000);
+        log.append(&kept).unwrap();
+        let head = log.head();
+        // A commit that reached sled but was never acknowledged (its sync failed).
+        log.with_db(|db| {
+            let mut hash = head.hash;
+            let entries: Vec<Entry> = bodies(9, 1000)
+                .into_iter()
+                .zip(head.seq + 1..)
+                .map(|(body, seq)| {
+                    hash = chain(&hash, &body);
+                    Entry { seq, hash, body }
+                })
+                .collect();
+            for part in entries.chunks(4) {
+                db.insert(Key::Block(part[0].seq).encode(), encode_block(part))?;
+            }
+            Ok(())
+        })
+        .unwrap();
+        log.recover(head).unwrap();
+        check_reads(&log, &kept);
+        let log = {
+            drop(log);
+            Log::open(dir.path()).unwrap()
+        };
+        check_reads(&log, &kept);
+    }
+
+    #[test]
+    fn a_damaged_block_is_reported_not_read() {
+        let key = Key::Block(7).encode();
+        let good = encode_block(&[
+            Entry {
+                seq: 7,
+                hash: [1; 32],
+                body: b"seven".to_vec(),
+            },
+            Entry {
+                seq: 8,
+                hash: [2; 32],
+                body: b"eight".to_vec(),
+            },
+        ]);
+        let entries = decode_item(&key, &good).unwrap();
+        assert_eq!(
+            entries
+                .iter()
+                .map(|e| (e.seq, e.body.as_slice()))
+                .collect::<Vec<_>>(),
+            [(7, &b"seven"[..]), (8, &b"eight"[..])]
+        );
+        let mut long = good.clone();
+        long[HASH_LEN] = 200; // the first body's length, past the end
+        for (what, value) in [
+            ("cut inside a hash", &good[..20]),
+            ("cut inside a length", &good[..HASH_LEN + 2]),
+            ("cut inside a body", &good[..good.len() - 1]),
+            ("a length past the end", &long[..]),
+            ("empty", &[][..]),
+        ] {
+            match decode_item(&key, value) {
+                Err(Error::Corrupt(why)) => assert!(why.contains("block at 7"), "{what}: {why}"),
+                other => panic!("{what}: {other:?}"),
+            }
+        }
+        match decode_item(&Key::Event(3).encode(), &[0; 31]) {
+            Err(Error::Corrupt(why)) => assert!(why.contains("event 3"), "{why}"),
+            other => panic!("{other:?}"),
+        }
     }
 }
