@@ -275,7 +275,6 @@ fn decide_part(
     let current = epoch.load(Ordering::SeqCst);
     pending.catch_up(roll.head(), current);
     let first = pending.events.len();
-    let mut bodies = Vec::new();
     let mut answers = Vec::with_capacity(jobs.len());
     let view = InFlight {
         roll: &roll,
@@ -297,25 +296,12 @@ fn decide_part(
                 events: &pending.events,
                 writer: &writer,
             };
-            let staged = staging
-                .stage(&mut job, command)
-                .and_then(|decision| match decision {
-                    Decision::Append(event) => {
-                        let body = serde_json::to_vec(&event).map_err(|e| {
-                            Error::Io(format!("cannot encode event {}: {e}", event.seq))
-                        })?;
-                        Ok((Outcome::Appended(event.seq), Some((event, body))))
-                    }
-                    Decision::Replay(seq) => Ok((Outcome::Replay(seq), None)),
-                });
-            match staged {
-                Ok((outcome, appended)) => {
-                    outcomes.push(outcome);
-                    if let Some((event, body)) = appended {
-                        pending.events.push(Arc::new(*event));
-                        bodies.push(body);
-                    }
+            match staging.stage(&mut job, command) {
+                Ok(Decision::Append(event)) => {
+                    outcomes.push(Outcome::Appended(event.seq));
+                    pending.events.push(Arc::new(*event));
                 }
+                Ok(Decision::Replay(seq)) => outcomes.push(Outcome::Replay(seq)),
                 Err(error) => {
                     failure = Some(if batch {
                         error.within(&format!("commands[{i}]"))
@@ -333,17 +319,28 @@ fn decide_part(
                 answers.push((reply, Ok(outcomes)));
             }
             Some(error) => {
-                bodies.truncate(bodies.len() - (pending.events.len() - first_event));
                 pending.events.truncate(first_event);
                 answers.push((reply, Err(error)));
             }
         }
     }
     let changes = group_layer.into_changes();
+    // Encoding is a third of deciding, and needs nothing of the roll: done after its lock is
+    // released, the committer can apply the previous group meanwhile.
+    drop(roll);
     let events = pending.events[first..].to_vec();
     if let Some(last) = events.last() {
         pending.groups.push_back((last.seq, changes));
     }
+    let bodies = events
+        .iter()
+        .map(|event| {
+            serde_json::to_vec(&**event).expect(
+                "an event encodes as JSON: it holds strings, integers, dates, enums and lists, and \
+                 no Serialize of its types can fail",
+            )
+        })
+        .collect();
     Part {
         epoch: current,
         events,
