@@ -11,7 +11,10 @@
 #   REQUEST_IDS=1 …                                              # every command with a request_id
 #
 # The first restart comes right after the load, while the kernel may still be writing back the
-# load's gigabytes; later ones show the restart of a settled machine.
+# load's gigabytes; later ones show the restart of a settled machine. The full store's single
+# writes wait for the server to settle first (the load's last background checkpoint). Its
+# comparison with the empty store's, one run each an hour apart, is still only indicative on a
+# shared machine: alternate runs against the two stores for a ratio.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 HOUSEHOLDS=${HOUSEHOLDS:-100000}
@@ -36,6 +39,19 @@ start_server() {
 
 peak_rss_mib() { awk '/VmHWM/ {printf "%.0f", $2/1024}' "/proc/$SERVER/status"; }
 
+# Waits (up to a minute) until the server has used at most 4% of a core for half a second: the
+# load's last million events start a background checkpoint that encodes for seconds, and a
+# measurement taken meanwhile measures the two of them sharing the cores.
+settle() {
+    local ticks before
+    ticks() { awk '{print $14 + $15}' "/proc/$SERVER/stat"; }  # utime + stime, 1/100 s
+    for _ in $(seq 120); do
+        before=$(ticks); sleep 0.5
+        [ $(( $(ticks) - before )) -le 2 ] && return
+    done
+    echo "the server was still busy a minute after the load; measuring anyway" >&2
+}
+
 echo "== scale run: $HOUSEHOLDS households, ~$EVENTS events${IDS:+ with request_ids}, in $DIR"
 start_server
 "$BIN" bench --address "127.0.0.1:$PORT" --concurrency 32 --seconds 5 --json "$DIR/empty-single.json" | tail -4
@@ -44,6 +60,7 @@ began=$(date +%s%N)
     --households "$HOUSEHOLDS" --requests $((EVENTS / 1000)) --seconds 36000 "${IDS[@]}" \
     --json "$DIR/load.json" | tail -5
 loaded_in=$(( ($(date +%s%N) - began) / 1000000000 ))
+settle
 "$BIN" bench --address "127.0.0.1:$PORT" --concurrency 32 --seconds 5 --json "$DIR/full-single.json" | tail -4
 rss=$(peak_rss_mib)
 kill -TERM "$SERVER"; wait "$SERVER" || true
