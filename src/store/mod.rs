@@ -113,7 +113,7 @@ const LEN_LEN: usize = 4;
 
 /// Appends one record (`hash ‖ len ‖ body`) to a block's bytes.
 fn push_record(block: &mut Vec<u8>, hash: &Hash, body: &[u8]) {
-    let len = u32::try_from(body.len()).expect("an event body is far smaller than 4 GiB");
+    let len = u32::try_from(body.len()).expect("Log::append refuses bodies of 4 GiB or more");
     block.extend_from_slice(hash);
     block.extend_from_slice(&len.to_le_bytes());
     block.extend_from_slice(body);
@@ -444,6 +444,17 @@ impl Log {
             .is_none()
         {
             self.recover(*head)?;
+        }
+        // A record's length is a u32. No request comes near it (the API takes 64 MiB at most),
+        // but an import reads whatever its file holds.
+        if let Some(body) = bodies.iter().find(|b| u32::try_from(b.len()).is_err()) {
+            return Err(Error::invalid(
+                "body",
+                format!(
+                    "{} bytes is too large to store (the limit is 4 GiB)",
+                    body.len()
+                ),
+            ));
         }
         let mut batch = sled::Batch::default();
         let mut positions = Vec::with_capacity(bodies.len());
