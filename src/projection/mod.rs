@@ -48,7 +48,7 @@ pub use flows::Flows;
 use households::Households;
 use roster_index::RosterIndex;
 pub use seqs::Seqs;
-use sharded::{RequestKey, Sharded};
+use sharded::{RequestKey, Seq48, Sharded};
 pub use stats::{Group, Stats, StatsRow, Tally};
 pub use timeline::{Snapshot, Timeline};
 
@@ -223,7 +223,7 @@ pub struct Roll {
     #[serde(with = "recorded_form")]
     recorded: Vec<(DateTime<Utc>, u64)>,
     /// request_id (as a digest) → the seq of the event it produced.
-    requests: Sharded<RequestKey, u64>,
+    requests: Sharded<RequestKey, Seq48>,
     /// Person (`IdNumber::compact`) → the number of the household holding them: 12 bytes an
     /// entry instead of 42, for ~3 people per household.
     persons: Sharded<u64, u32>,
@@ -409,7 +409,7 @@ impl Roll {
     }
 
     pub fn request(&self, request_id: &str) -> Option<u64> {
-        self.requests.get(RequestKey::of(request_id))
+        self.requests.get(RequestKey::of(request_id)).map(u64::from)
     }
 
     pub fn households(&self) -> usize {
@@ -498,7 +498,9 @@ impl Roll {
         };
         self.head = event.seq;
         if let Some(request_id) = &event.request_id {
-            self.requests.insert(RequestKey::of(request_id), event.seq);
+            let seq = Seq48::try_from(event.seq)
+                .expect("a log never reaches 2^48 events: that is petabytes of bodies");
+            self.requests.insert(RequestKey::of(request_id), seq);
         }
         match self.recorded.last_mut() {
             Some((time, last)) if *time == event.recorded_at => *last = event.seq,

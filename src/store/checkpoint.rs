@@ -1,7 +1,7 @@
 //! Checkpoint files: a snapshot of derived data, tied to the log position it was taken at.
 //!
 //! ```text
-//!   roll.checkpoint  =  "RSCKPT10" ‖ seq (u64 BE) ‖ hash(seq) (32) ‖ len (u64 BE)
+//!   roll.checkpoint  =  "RSCKPT11" ‖ seq (u64 BE) ‖ hash(seq) (32) ‖ len (u64 BE)
 //!                       ‖ SHA-256(payload) (32) ‖ payload (len bytes)
 //! ```
 //!
@@ -27,7 +27,7 @@ use crate::error::Error;
 /// them a piece at a time; `08`: the region trees too; `09`: the person index too, in
 /// shards; `10`: the request index too, as digests): a reader would only fail to decode an older payload and replay the log, but the
 /// header says so before anything is read.
-const MAGIC: &[u8; 8] = b"RSCKPT10";
+const MAGIC: &[u8; 8] = b"RSCKPT11";
 const FILE: &str = "roll.checkpoint";
 const HEADER: usize = 8 + 8 + 32 + 8 + 32;
 
