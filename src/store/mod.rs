@@ -591,6 +591,8 @@ impl Log {
             (None, None)
         };
         let mut entries = std::collections::VecDeque::<Entry>::new();
+        // The first item may start before `from`; any later one starts where the last ended.
+        let mut first_item = true;
         std::iter::from_fn(move || loop {
             if let Some(error) = failed.take() {
                 // One error ends the scan.
@@ -599,18 +601,31 @@ impl Log {
                 return Some(Err(error));
             }
             if expected > head {
-                return None;
+                // The range ends at the head's block: anything still in it overlaps what was read.
+                let extra = inner.take()?.next()?;
+                let at = match extra {
+                    Ok((key, _)) => {
+                        Key::decode(&key).map_or_else(|e| e.to_string(), |k| format!("{k:?}"))
+                    }
+                    Err(e) => e.to_string(),
+                };
+                failed = Some(Error::Corrupt(format!(
+                    "events are stored twice: the item at {at} overlaps those up to {head}"
+                )));
+                continue;
             }
             if let Some(entry) = entries.pop_front() {
-                if entry.seq < expected {
-                    // The first block starts before `from`.
-                    continue;
-                }
                 if entry.seq != expected {
-                    failed = Some(Error::Corrupt(format!(
-                        "event {expected} is missing: the log jumps to {}",
-                        entry.seq
-                    )));
+                    // An item that overlaps the one before would otherwise be skipped here
+                    // while `get` reads it: the audit must see what every reader can.
+                    failed = Some(Error::Corrupt(if entry.seq < expected {
+                        format!("event {} is stored twice", entry.seq)
+                    } else {
+                        format!(
+                            "event {expected} is missing: the log jumps to {}",
+                            entry.seq
+                        )
+                    }));
                     continue;
                 }
                 expected += 1;
@@ -624,6 +639,10 @@ impl Log {
                 }
                 Some(Err(e)) => failed = Some(Error::from(e)),
                 Some(Ok((key, value))) => match decode_item(&key, &value) {
+                    Ok(decoded) if first_item => {
+                        first_item = false;
+                        entries.extend(decoded.into_iter().filter(|e| e.seq >= from));
+                    }
                     Ok(decoded) => entries.extend(decoded),
                     Err(error) => failed = Some(error),
                 },
@@ -779,6 +798,27 @@ mod tests {
             Log::open(dir.path()).unwrap()
         };
         check_reads(&log, &kept);
+    }
+
+    #[test]
+    fn an_item_that_overlaps_another_is_reported_by_a_scan() {
+        // A block whose key was altered to start inside another block: `get` would read its
+        // copy, so a scan (what the audit verifies) must not step over it, whether it comes
+        // in the middle of the log or after the head's block.
+        for seq in [2, 6] {
+            let dir = tempfile::tempdir().unwrap();
+            let log = Log::open(dir.path()).unwrap();
+            log.append(&bodies(4, 10)).unwrap(); // one block: 1..=4
+            log.append(&bodies(4, 10)).unwrap(); // one block: 5..=8
+            let copy = log.get(seq).unwrap().unwrap();
+            log.with_db(|db| Ok(db.insert(Key::Block(seq).encode(), encode_block(&[copy]))?))
+                .unwrap();
+            let scanned: Vec<Result<Entry, Error>> = log.scan(1).collect();
+            match scanned.last() {
+                Some(Err(Error::Corrupt(why))) => assert!(why.contains("stored twice"), "{why}"),
+                other => panic!("Block({seq}): the scan ended with {other:?}"),
+            }
+        }
     }
 
     #[test]
