@@ -27,15 +27,13 @@ mod flows;
 mod households;
 mod roster_index;
 mod seqs;
+mod shard;
 mod sharded;
 mod stats;
 mod timeline;
 
 use std::collections::{BTreeMap, BTreeSet};
 
-// foldhash, not SipHash: these maps are probed several times per event on the writer's hot
-// path, and SipHash was 5% of a batch load's profile. foldhash is seeded per process.
-use foldhash::HashMap;
 use std::ops::Bound;
 
 use chrono::{DateTime, Utc};
@@ -266,41 +264,6 @@ impl Serialize for Roll {
 /// A checkpoint's bytes could not be encoded or written (the encoder's or the file's error).
 pub(crate) fn checkpoint_failed(error: impl std::fmt::Display) -> Error {
     Error::Io(format!("cannot write the checkpoint: {error}"))
-}
-
-/// Reads a hash map at its full size at once, instead of growing it by doubling (each growth
-/// holds the old table and the new one at once and rehashes every entry): the start-up of a
-/// national roll reads millions of households and people. A checkpoint's digest is checked
-/// before it is decoded, so its counts are its own; they are capped all the same.
-fn presized<'de, D, K, V>(deserializer: D) -> Result<HashMap<K, V>, D::Error>
-where
-    D: serde::Deserializer<'de>,
-    K: Eq + std::hash::Hash + Deserialize<'de>,
-    V: Deserialize<'de>,
-{
-    struct Entries<K, V>(std::marker::PhantomData<(K, V)>);
-    impl<'de, K, V> serde::de::Visitor<'de> for Entries<K, V>
-    where
-        K: Eq + std::hash::Hash + Deserialize<'de>,
-        V: Deserialize<'de>,
-    {
-        type Value = HashMap<K, V>;
-        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-            f.write_str("a map")
-        }
-        fn visit_map<A: serde::de::MapAccess<'de>>(
-            self,
-            mut map: A,
-        ) -> Result<Self::Value, A::Error> {
-            let capacity = map.size_hint().unwrap_or(0).min(1 << 26);
-            let mut entries = HashMap::with_capacity_and_hasher(capacity, Default::default());
-            while let Some((key, value)) = map.next_entry()? {
-                entries.insert(key, value);
-            }
-            Ok(entries)
-        }
-    }
-    deserializer.deserialize_map(Entries(std::marker::PhantomData))
 }
 
 /// Reads a map that was written in key order, building the tree in one pass instead of

@@ -27,30 +27,34 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use super::capture::{under_way, Piecewise, Progress, Slot};
-use super::{checkpoint_failed, presized};
+use super::checkpoint_failed;
+use super::shard::{sort_as_run, Shard, Spread};
 use crate::error::Error;
 
 /// Enough shards that one holds ~25,000 people at a national roll (a piece of a checkpoint
 /// of ~3 ms), and few enough that their empty tables cost nothing (~200 KB).
 const SHARDS: usize = 4_096;
 
-/// A key of a sharded index: it names its shard.
-pub(crate) trait ShardKey: Copy + Eq + Hash + Serialize + DeserializeOwned {
+/// The number of bits of a key's spread that name its shard (the top ones).
+pub(crate) const SHARD_BITS: u32 = SHARDS.trailing_zeros();
+
+/// A key of a sharded index: the top bits of its spread name its shard.
+pub(crate) trait ShardKey: Spread + Serialize + DeserializeOwned {
     /// A number below [`SHARDS`], spread evenly over the keys.
-    fn shard(&self) -> usize;
+    fn shard(&self) -> usize {
+        (self.spread() >> (64 - SHARD_BITS)) as usize
+    }
 }
 
-/// The top bits of `bits`, as a shard number.
-fn top(bits: u64) -> usize {
-    (bits >> (64 - SHARDS.trailing_zeros())) as usize
-}
+impl<K: Spread + Serialize + DeserializeOwned> ShardKey for K {}
 
 /// A person, as `IdNumber::compact` (a 17-digit integer).
-impl ShardKey for u64 {
-    fn shard(&self) -> usize {
+impl Spread for u64 {
+    fn spread(&self) -> u64 {
         // Fibonacci hashing: a multiplication spreads the ID numbers' digits (area, birth
-        // date, sequence) over the top bits.
-        top(self.wrapping_mul(0x9E37_79B9_7F4A_7C15))
+        // date, sequence) over all the bits. It is a bijection (the factor is odd), so two
+        // people never share a spread.
+        self.wrapping_mul(0x9E37_79B9_7F4A_7C15)
     }
 }
 
@@ -59,7 +63,7 @@ impl ShardKey for u64 {
 /// u64 took 24, aligned). Two request_ids share a key with a probability of ~n²/2⁹⁷ (10⁻¹¹
 /// for a billion of them); the writer compares the stored event with the command in any case,
 /// so even then it refuses rather than mixes them up.
-#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug, Serialize, Deserialize)]
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Debug, Serialize, Deserialize)]
 pub(crate) struct RequestKey([u8; 12]);
 
 impl RequestKey {
@@ -96,25 +100,25 @@ impl TryFrom<u64> for Seq48 {
     }
 }
 
-impl ShardKey for RequestKey {
-    fn shard(&self) -> usize {
+impl Spread for RequestKey {
+    fn spread(&self) -> u64 {
         // A digest's bytes are evenly spread already.
         let [a, b, c, d, e, f, g, h, ..] = self.0;
-        top(u64::from_be_bytes([a, b, c, d, e, f, g, h]))
+        u64::from_be_bytes([a, b, c, d, e, f, g, h])
     }
 }
 
-/// An index in [`SHARDS`] hash maps, serialized as its shards alone (a checkpoint under way is
+/// An index in [`SHARDS`] shards, serialized as its shards alone (a checkpoint under way is
 /// not part of the index).
 #[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
 #[serde(transparent)]
 #[serde(bound(
-    serialize = "K: ShardKey, V: Serialize",
-    deserialize = "K: ShardKey, V: DeserializeOwned"
+    serialize = "K: ShardKey, V: Copy + Serialize",
+    deserialize = "K: ShardKey, V: Copy + DeserializeOwned"
 ))]
-pub(crate) struct Sharded<K: ShardKey, V> {
-    #[serde(deserialize_with = "presized_shards")]
-    shards: Box<[HashMap<K, V>]>,
+pub(crate) struct Sharded<K: ShardKey, V: Copy> {
+    #[serde(deserialize_with = "all_shards")]
+    shards: Box<[Shard<K, V>]>,
     /// The checkpoint reading this index, if one is.
     #[serde(skip)]
     capture: Slot<Capture<K, V>>,
@@ -135,7 +139,7 @@ fn empty<T: Default>() -> Box<[T]> {
     (0..SHARDS).map(|_| T::default()).collect()
 }
 
-impl<K: ShardKey, V> Default for Sharded<K, V> {
+impl<K: ShardKey, V: Copy> Default for Sharded<K, V> {
     fn default() -> Self {
         Self {
             shards: empty(),
@@ -146,11 +150,11 @@ impl<K: ShardKey, V> Default for Sharded<K, V> {
 
 impl<K: ShardKey, V: Copy + Eq> Sharded<K, V> {
     pub fn get(&self, key: K) -> Option<V> {
-        self.shards[key.shard()].get(&key).copied()
+        self.shards[key.shard()].get(&key)
     }
 
     pub fn len(&self) -> usize {
-        self.shards.iter().map(HashMap::len).sum()
+        self.shards.iter().map(Shard::len).sum()
     }
 
     /// Notes `key`'s value for a checkpoint under way that has not written its shard.
@@ -211,8 +215,7 @@ impl<K: ShardKey, V: Copy + Eq + Serialize> Piecewise for Sharded<K, V> {
             entries.extend(
                 self.shards[at]
                     .iter()
-                    .filter(|(key, _)| !notes.contains_key(key))
-                    .map(|(key, value)| (*key, *value)),
+                    .filter(|(key, _)| !notes.contains_key(key)),
             );
             // Every key changed since: as it was (None: not in the index then).
             entries.extend(
@@ -220,6 +223,8 @@ impl<K: ShardKey, V: Copy + Eq + Serialize> Piecewise for Sharded<K, V> {
                     .into_iter()
                     .filter_map(|(key, then)| then.map(|value| (key, value))),
             );
+            // In run order, as the shard itself is written: read back without sorting.
+            sort_as_run(&mut entries);
             postcard::to_io(&entries.len(), &mut *out).map_err(checkpoint_failed)?;
             for entry in &entries {
                 postcard::to_io(entry, &mut *out).map_err(checkpoint_failed)?;
@@ -246,22 +251,22 @@ impl<K: ShardKey, V: Copy + Eq + Serialize> Piecewise for Sharded<K, V> {
     }
 }
 
-/// Reads exactly [`SHARDS`] shards, each at its full size at once (see `presized`).
-fn presized_shards<'de, D, K, V>(deserializer: D) -> Result<Box<[HashMap<K, V>]>, D::Error>
+/// Reads exactly [`SHARDS`] shards.
+fn all_shards<'de, D, K, V>(deserializer: D) -> Result<Box<[Shard<K, V>]>, D::Error>
 where
     D: serde::Deserializer<'de>,
     K: ShardKey,
-    V: DeserializeOwned,
+    V: Copy + DeserializeOwned,
 {
     struct Shards<K, V>(std::marker::PhantomData<(K, V)>);
-    impl<'de, K: ShardKey, V: DeserializeOwned> Visitor<'de> for Shards<K, V> {
-        type Value = Box<[HashMap<K, V>]>;
+    impl<'de, K: ShardKey, V: Copy + DeserializeOwned> Visitor<'de> for Shards<K, V> {
+        type Value = Box<[Shard<K, V>]>;
         fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
             write!(f, "{SHARDS} shards")
         }
         fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
             let mut shards = Vec::with_capacity(SHARDS);
-            while let Some(Presized(shard)) = seq.next_element()? {
+            while let Some(shard) = seq.next_element()? {
                 if shards.len() == SHARDS {
                     return Err(A::Error::invalid_length(SHARDS + 1, &self));
                 }
@@ -271,13 +276,6 @@ where
                 return Err(A::Error::invalid_length(shards.len(), &self));
             }
             Ok(shards.into_boxed_slice())
-        }
-    }
-    /// A shard read at its full size at once.
-    struct Presized<K, V>(HashMap<K, V>);
-    impl<'de, K: ShardKey, V: DeserializeOwned> Deserialize<'de> for Presized<K, V> {
-        fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-            presized(d).map(Presized)
         }
     }
     deserializer.deserialize_seq(Shards(std::marker::PhantomData))

@@ -1,0 +1,407 @@
+//! One shard of a sharded index ([`super::sharded`]): a map kept as a sorted run of its
+//! entries, plus a small table of the changes not yet merged into the run.
+//!
+//! ```text
+//!   run     (k₁,v₁) (k₂,v₂) (k₃,v₃) … (kₙ,vₙ)   sorted by spread(k): entries side by side
+//!                      ▲ a lookup starts where spread(k) says it should be (the spreads are
+//!                      │ even), and gallops to it: a few probes near each other
+//!   recent  k → Some(v)   a key not in the run      merged into the run once it holds an
+//!           k → None      a run key since removed   eighth as many entries as the run
+//! ```
+//!
+//! Why not a hash map: a hash table is at most 7/8 full and grows by doubling, so its slots
+//! are ~65% used on average, and the shards of an index fill at the same pace (their keys are
+//! evenly spread), so they all double at about the same time. The request index held ~350 MiB
+//! at 10M events that way, for 18-byte entries (~180 MiB of them). A run holds its entries at
+//! their size; the table of recent changes adds a few bytes an entry.
+//!
+//! A key's *spread* (see [`Spread`]) is a 64-bit hash whose top bits name its shard and whose
+//! other bits are evenly spread: the run is sorted by it, so a key's place in the run is
+//! about `spread's lower bits × len`. Ties (two request digests sharing 64 bits) are ordered by
+//! the key itself, so the order is total and every lookup is exact.
+//!
+//! Serialized as a map (a count, then the pairs), in run order; a map read in any other order
+//! (a checkpoint written before this module, from a hash map) is sorted once when read. Pure
+//! data: no I/O.
+
+use std::hash::Hash;
+
+// foldhash, not SipHash: shards are probed several times per event on the writer's hot path,
+// and SipHash was 5% of a batch load's profile. foldhash is seeded per process.
+use foldhash::HashMap;
+use serde::de::{DeserializeOwned, Error as _, MapAccess, Visitor};
+use serde::ser::SerializeMap;
+use serde::{Deserialize, Serialize};
+
+/// A key with an evenly spread 64-bit hash.
+pub(crate) trait Spread: Copy + Ord + Hash {
+    /// Evenly spread over `u64`; its top bits choose the key's shard.
+    fn spread(&self) -> u64;
+}
+
+/// A run is merged with the recent changes once they are an eighth of it, or this many: small
+/// shards would otherwise rebuild their run on nearly every insertion.
+const MIN_RECENT: usize = 64;
+
+/// See the module documentation.
+#[derive(Clone)]
+pub(crate) struct Shard<K, V> {
+    /// Sorted by `order`, no key twice.
+    run: Box<[(K, V)]>,
+    /// `Some`: a key that is not in the run. `None`: a key of the run that was removed.
+    recent: HashMap<K, Option<V>>,
+    len: usize,
+}
+
+impl<K, V> Default for Shard<K, V> {
+    fn default() -> Self {
+        Self {
+            run: Box::default(),
+            recent: HashMap::default(),
+            len: 0,
+        }
+    }
+}
+
+/// The run's order: by spread, then by key.
+fn order<K: Spread>(key: &K) -> (u64, K) {
+    (key.spread(), *key)
+}
+
+/// Sorts entries as a run is: how a shard is written, so that it is read back without sorting.
+pub(crate) fn sort_as_run<K: Spread, V>(entries: &mut [(K, V)]) {
+    entries.sort_unstable_by_key(|(key, _)| order(key));
+}
+
+impl<K: Spread, V: Copy> Shard<K, V> {
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn get(&self, key: &K) -> Option<V> {
+        match self.recent.get(key) {
+            Some(change) => *change,
+            None => self.find(key).ok().map(|at| self.run[at].1),
+        }
+    }
+
+    /// Sets `key` to `value`.
+    pub fn insert(&mut self, key: K, value: V) {
+        if let Some(change) = self.recent.get_mut(&key) {
+            match change {
+                Some(held) => *held = value,
+                None => {
+                    // A run key removed and now back: the run holds it again.
+                    self.recent.remove(&key);
+                    self.set_in_run(&key, value);
+                    self.len += 1;
+                }
+            }
+            return;
+        }
+        if let Ok(at) = self.find(&key) {
+            self.run[at].1 = value;
+            return;
+        }
+        self.recent.insert(key, Some(value));
+        self.len += 1;
+        if self.recent.len() >= MIN_RECENT.max(self.run.len() / 8) {
+            self.merge();
+        }
+    }
+
+    /// Removes `key`, if it is there.
+    pub fn remove(&mut self, key: &K) {
+        match self.recent.get(key) {
+            Some(Some(_)) => {
+                self.recent.remove(key);
+                self.len -= 1;
+            }
+            Some(None) => {}
+            None => {
+                if self.find(key).is_ok() {
+                    self.recent.insert(*key, None);
+                    self.len -= 1;
+                }
+            }
+        }
+    }
+
+    /// Every entry, in no particular order.
+    pub fn iter(&self) -> impl Iterator<Item = (K, V)> + '_ {
+        let kept = self
+            .run
+            .iter()
+            .filter(|(key, _)| !self.recent.contains_key(key))
+            .copied();
+        let added = self
+            .recent
+            .iter()
+            .filter_map(|(key, change)| change.map(|value| (*key, value)));
+        kept.chain(added)
+    }
+
+    /// Every entry, sorted as a run is (how a shard is written).
+    pub fn sorted(&self) -> Vec<(K, V)> {
+        let mut entries: Vec<(K, V)> = self.iter().collect();
+        sort_as_run(&mut entries);
+        entries
+    }
+
+    fn set_in_run(&mut self, key: &K, value: V) {
+        let at = self
+            .find(key)
+            .expect("a removal is noted in `recent` only for a key of the run");
+        self.run[at].1 = value;
+    }
+
+    /// Rebuilds the run with the recent changes in it.
+    fn merge(&mut self) {
+        self.run = self.sorted().into_boxed_slice();
+        self.recent.clear();
+    }
+
+    /// Where `key` is in the run (`Ok`), or would go (`Err`).
+    ///
+    /// The run's spreads are even, so `key`'s place is about its spread's fraction of the
+    /// shard's range times the run's length. From there the search gallops (1, 2, 4… entries)
+    /// until it has the key between two probes, then bisects that stretch: a few probes, near
+    /// each other, where a binary search of the whole run would take ~log₂ n scattered ones.
+    /// A poor guess (uneven spreads) costs time, never a wrong answer.
+    fn find(&self, key: &K) -> Result<usize, usize> {
+        let run = &self.run;
+        let n = run.len();
+        let want = order(key);
+        let below = |i: usize| order(&run[i].0) < want;
+        let guess = guess(key.spread(), n);
+        // The answer (the first entry not below the key) is in lo..=hi.
+        let (mut lo, mut hi) = (0, n);
+        if guess < n && below(guess) {
+            lo = guess + 1;
+            let mut step = 1;
+            loop {
+                let probe = lo + step - 1;
+                if probe >= n {
+                    break;
+                }
+                if below(probe) {
+                    lo = probe + 1;
+                    step *= 2;
+                } else {
+                    hi = probe;
+                    break;
+                }
+            }
+        } else {
+            hi = guess.min(n);
+            let mut step = 1;
+            while hi > 0 {
+                let probe = hi.saturating_sub(step);
+                if below(probe) {
+                    lo = probe + 1;
+                    break;
+                }
+                hi = probe;
+                step *= 2;
+            }
+        }
+        let at = lo + run[lo..hi].partition_point(|(k, _)| order(k) < want);
+        match run.get(at) {
+            Some((k, _)) if k == key => Ok(at),
+            _ => Err(at),
+        }
+    }
+}
+
+/// The place in a run of `n` entries where a key of this spread should be if the spreads are
+/// even: the fraction of its shard's range below it (the bits under the shard's), times `n`.
+fn guess(spread: u64, n: usize) -> usize {
+    let within = spread << super::sharded::SHARD_BITS;
+    // Below n: `within` is below 2⁶⁴.
+    ((u128::from(within) * n as u128) >> 64) as usize
+}
+
+impl<K: Spread, V: Copy + PartialEq> PartialEq for Shard<K, V> {
+    /// Holds the same entries (however they are laid out).
+    fn eq(&self, other: &Self) -> bool {
+        self.len == other.len
+            && self
+                .iter()
+                .all(|(key, value)| other.get(&key) == Some(value))
+    }
+}
+
+impl<K: Spread, V: Copy + Eq> Eq for Shard<K, V> {}
+
+impl<K: Spread + std::fmt::Debug, V: Copy + std::fmt::Debug> std::fmt::Debug for Shard<K, V> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_map().entries(self.sorted()).finish()
+    }
+}
+
+impl<K: Spread + Serialize, V: Copy + Serialize> Serialize for Shard<K, V> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let entries = self.sorted();
+        let mut map = serializer.serialize_map(Some(entries.len()))?;
+        for (key, value) in &entries {
+            map.serialize_entry(key, value)?;
+        }
+        map.end()
+    }
+}
+
+impl<'de, K: Spread + DeserializeOwned, V: Copy + DeserializeOwned> Deserialize<'de>
+    for Shard<K, V>
+{
+    /// Reads the entries straight into the run (sorting them if they come in another order),
+    /// refusing a key that appears twice.
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Entries<K, V>(std::marker::PhantomData<(K, V)>);
+        impl<'de, K: Spread + DeserializeOwned, V: Copy + DeserializeOwned> Visitor<'de> for Entries<K, V> {
+            type Value = Shard<K, V>;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a map")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+                // A checkpoint's digest is checked before it is decoded, so its counts are its
+                // own; they are capped all the same.
+                let capacity = map.size_hint().unwrap_or(0).min(1 << 20);
+                let mut run: Vec<(K, V)> = Vec::with_capacity(capacity);
+                while let Some(entry) = map.next_entry()? {
+                    run.push(entry);
+                }
+                if !run.is_sorted_by(|a, b| order(&a.0) < order(&b.0)) {
+                    sort_as_run(&mut run);
+                    if run.windows(2).any(|pair| pair[0].0 == pair[1].0) {
+                        return Err(A::Error::custom("a key appears twice in an index shard"));
+                    }
+                }
+                Ok(Shard {
+                    len: run.len(),
+                    run: run.into_boxed_slice(),
+                    recent: HashMap::default(),
+                })
+            }
+        }
+        deserializer.deserialize_map(Entries(std::marker::PhantomData))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+    use std::collections::BTreeMap;
+
+    /// A key whose spread is whatever the test says, so that the cases can be even, skewed, or
+    /// all alike.
+    #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Debug, Serialize, Deserialize)]
+    struct Key(u64, u16);
+
+    impl Spread for Key {
+        fn spread(&self) -> u64 {
+            self.0
+        }
+    }
+
+    #[derive(Clone, Debug)]
+    enum Op {
+        Insert(Key, u32),
+        Remove(Key),
+        /// Write the shard out and read it back.
+        Reload,
+    }
+
+    /// Keys from a small pool (so that operations meet the same keys again), spread evenly,
+    /// piled into one spread, or in a narrow band.
+    fn key() -> impl Strategy<Value = Key> {
+        let spreads = prop_oneof![
+            any::<u64>(),
+            Just(7u64 << 52),
+            (0u64..40).prop_map(|n| n << 30),
+        ];
+        (spreads, 0u16..4).prop_map(|(spread, tie)| Key(spread, tie))
+    }
+
+    fn op(keys: Vec<Key>) -> impl Strategy<Value = Op> {
+        let pick = proptest::sample::select(keys);
+        prop_oneof![
+            6 => (pick.clone(), any::<u32>()).prop_map(|(k, v)| Op::Insert(k, v)),
+            3 => pick.prop_map(Op::Remove),
+            1 => Just(Op::Reload),
+        ]
+    }
+
+    fn ops() -> impl Strategy<Value = Vec<Op>> {
+        proptest::collection::vec(key(), 1..300)
+            .prop_flat_map(|keys| proptest::collection::vec(op(keys), 0..1_500))
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 200, ..ProptestConfig::default() })]
+
+        /// A `BTreeMap` is the oracle: after every operation the shard holds exactly its entries
+        /// (every key of the pool looked up, the length, a write out and read back).
+        #[test]
+        fn a_shard_holds_what_a_map_would(ops in ops()) {
+            let mut shard = Shard::<Key, u32>::default();
+            let mut oracle = BTreeMap::new();
+            let mut seen = Vec::new();
+            for op in ops {
+                match op {
+                    Op::Insert(k, v) => {
+                        shard.insert(k, v);
+                        oracle.insert(k, v);
+                        seen.push(k);
+                    }
+                    Op::Remove(k) => {
+                        shard.remove(&k);
+                        oracle.remove(&k);
+                    }
+                    Op::Reload => {
+                        let bytes = postcard::to_stdvec(&shard).unwrap();
+                        shard = postcard::from_bytes(&bytes).unwrap();
+                    }
+                }
+                prop_assert_eq!(shard.len(), oracle.len());
+            }
+            for k in &seen {
+                prop_assert_eq!(shard.get(k), oracle.get(k).copied());
+            }
+            let entries: Vec<(Key, u32)> = oracle.into_iter().collect();
+            let mut sorted = entries.clone();
+            sort_as_run(&mut sorted);
+            prop_assert_eq!(shard.sorted(), sorted);
+        }
+    }
+
+    #[test]
+    fn a_shard_read_in_any_order_is_sorted_and_a_repeated_key_is_refused() {
+        let entries = [(Key(9, 0), 1u32), (Key(3, 0), 2), (Key(3, 1), 3)];
+        let map: Vec<(Key, u32)> = entries.to_vec();
+        // postcard writes a map exactly as a sequence of its pairs.
+        let bytes = postcard::to_stdvec(&map).unwrap();
+        let shard: Shard<Key, u32> = postcard::from_bytes(&bytes).unwrap();
+        assert_eq!(shard.get(&Key(3, 1)), Some(3));
+        assert_eq!(shard.len(), 3);
+        assert_eq!(
+            postcard::to_stdvec(&shard).unwrap(),
+            postcard::to_stdvec(&vec![entries[1], entries[2], entries[0]]).unwrap()
+        );
+        let twice = postcard::to_stdvec(&vec![entries[0], entries[1], entries[0]]).unwrap();
+        assert!(postcard::from_bytes::<Shard<Key, u32>>(&twice).is_err());
+    }
+
+    #[test]
+    fn a_full_shard_keeps_its_entries_in_the_run_at_their_size() {
+        // People, as the person index holds them: 16 bytes an entry.
+        let mut shard = Shard::<u64, u32>::default();
+        for n in 0..10_000u64 {
+            shard.insert(61_060_219_800_101_000 + n * 7, n as u32);
+        }
+        // Every merge leaves a run of exactly its entries; at most an eighth of them wait.
+        assert!(shard.recent.len() < shard.run.len() / 8 + 1);
+        assert_eq!(shard.run.len() + shard.recent.len(), 10_000);
+        assert_eq!(std::mem::size_of_val(&*shard.run), shard.run.len() * 16);
+    }
+}
