@@ -12,6 +12,7 @@
 //! [`RosterIndex::insert_if_absent`] or [`RosterIndex::remove`], which keep the checkpoint's
 //! view. Pure data: no I/O (pieces are encoded into the caller's buffer).
 
+use std::collections::btree_map::Entry;
 use std::collections::BTreeMap;
 use std::ops::Bound;
 
@@ -75,10 +76,15 @@ impl RosterIndex {
         self.tree.insert(key, number);
     }
 
-    /// Inserts `key` unless it is there already.
+    /// Inserts `key` unless it is there already. One search of the tree, not two: every
+    /// event applied asks this of its household's region key.
     pub fn insert_if_absent(&mut self, key: RosterKey, number: u32) {
-        if !self.tree.contains_key(&key) {
-            self.insert(key, number);
+        if let Entry::Vacant(slot) = self.tree.entry(key) {
+            if let Some(capture) = self.capture.get_mut().filter(|c| c.notes(slot.key())) {
+                // Absent when the checkpoint began, as it is now.
+                capture.before.insert(slot.key().clone(), None);
+            }
+            slot.insert(number);
         }
     }
 
