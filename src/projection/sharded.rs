@@ -1,19 +1,19 @@
-//! The roll's hash-map indexes (a person → their household's number; a request_id → its
+//! The roll's keyed indexes (a person → their household's number; a request_id → its
 //! event's seq), each in shards that a checkpoint can read a few at a time while writes
-//! change them.
+//! change them. A shard is a sorted run of entries (see [`super::shard`]).
 //!
 //! ```text
-//!   shard = a hash of the key, one of SHARDS
+//!   shard = the top bits of the key's spread (a hash), one of SHARDS
 //!   shards   0 1 2 … written ┊ next … still to write ………………………………………… SHARDS-1
 //!                            ┊ a write to a key here first notes its value at the
 //!                            ┊ checkpoint's start in `before` (None: it had none)
 //!   a piece:  whole shards from `next`, each merged with its notes, as it was at the start
 //! ```
 //!
-//! One hash map could only be written whole while writes waited: the person index took
-//! ~0.1 s at a million households (seconds at a national roll's hundred million people), and
-//! the request index holds an entry for every event that carried a request_id. Shards also
-//! grow one at a time, so a write never waits for a whole index to be rehashed.
+//! One map could only be written whole while writes waited: the person index took ~0.1 s at
+//! a million households (seconds at a national roll's hundred million people), and the
+//! request index holds an entry for every event that carried a request_id. Shards also grow
+//! one at a time, so a write never waits for a whole index to be rebuilt.
 //!
 //! Reads go through [`Sharded::get`]; every change goes through [`Sharded::insert`] or
 //! [`Sharded::remove`], which keep the checkpoint's view. Pure data: no I/O (pieces are
@@ -32,7 +32,7 @@ use super::shard::{sort_as_run, Shard, Spread};
 use crate::error::Error;
 
 /// Enough shards that one holds ~25,000 people at a national roll (a piece of a checkpoint
-/// of ~3 ms), and few enough that their empty tables cost nothing (~200 KB).
+/// of ~3 ms), and few enough that empty ones cost nothing (~250 KB).
 const SHARDS: usize = 4_096;
 
 /// The number of bits of a key's spread that name its shard (the top ones).
