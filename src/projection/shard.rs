@@ -12,8 +12,9 @@
 //! Why not a hash map: a hash table is at most 7/8 full and grows by doubling, so its slots
 //! are ~65% used on average, and the shards of an index fill at the same pace (their keys are
 //! evenly spread), so they all double at about the same time. The request index held ~350 MiB
-//! at 10M events that way, for 18-byte entries (~180 MiB of them). A run holds its entries at
-//! their size; the table of recent changes adds a few bytes an entry.
+//! at 10M events that way, for 18-byte entries (~172 MiB of them). A run holds its entries at
+//! their size; the table of recent changes, which keeps its capacity between merges, adds up
+//! to ~6 bytes an entry.
 //!
 //! A key's *spread* (see [`Spread`]) is a 64-bit hash whose top bits name its shard and whose
 //! other bits are evenly spread: the run is sorted by it, so a key's place in the run is
