@@ -69,8 +69,8 @@ fn order<K: Spread>(key: &K) -> (u64, K) {
     (key.spread(), *key)
 }
 
-/// Sorts entries as a run is: how a shard is written, so that it is read back without sorting.
-pub(crate) fn sort_as_run<K: Spread, V>(entries: &mut [(K, V)]) {
+/// Sorts entries as a run is.
+fn sort_as_run<K: Spread, V>(entries: &mut [(K, V)]) {
     entries.sort_unstable_by_key(|(key, _)| order(key));
 }
 
@@ -144,8 +144,42 @@ impl<K: Spread, V: Copy> Shard<K, V> {
 
     /// Every entry, sorted as a run is (how a shard is written).
     pub fn sorted(&self) -> Vec<(K, V)> {
-        let mut entries: Vec<(K, V)> = self.iter().collect();
-        sort_as_run(&mut entries);
+        self.sorted_with(&HashMap::default())
+    }
+
+    /// Every entry sorted as a run is, with `overrides` in place of what the shard holds for
+    /// their keys (`None`: absent): how a checkpoint writes a shard as it was when it began.
+    ///
+    /// The run is in order already; only the few other entries (recent changes, overrides)
+    /// are sorted, and the two are merged, so a shard is written in one pass.
+    pub fn sorted_with(&self, overrides: &HashMap<K, Option<V>>) -> Vec<(K, V)> {
+        let replaced = |key: &K| self.recent.contains_key(key) || overrides.contains_key(key);
+        let mut kept = self
+            .run
+            .iter()
+            .filter(|(key, _)| !replaced(key))
+            .copied()
+            .peekable();
+        let recent = self
+            .recent
+            .iter()
+            .filter(|(key, _)| !overrides.contains_key(key));
+        let mut others: Vec<(K, V)> = recent
+            .chain(overrides)
+            .filter_map(|(key, change)| change.map(|value| (*key, value)))
+            .collect();
+        sort_as_run(&mut others);
+        let mut others = others.into_iter().peekable();
+        let mut entries = Vec::with_capacity(self.len + overrides.len());
+        loop {
+            let next = match (kept.peek(), others.peek()) {
+                (Some(a), Some(b)) if order(&a.0) < order(&b.0) => kept.next(),
+                (_, Some(_)) => others.next(),
+                (Some(_), None) => kept.next(),
+                (None, None) => break,
+            };
+            entries.extend(next);
+        }
         entries
     }
 

@@ -28,7 +28,7 @@ use sha2::{Digest, Sha256};
 
 use super::capture::{under_way, Piecewise, Progress, Slot};
 use super::checkpoint_failed;
-use super::shard::{sort_as_run, Shard, Spread};
+use super::shard::{Shard, Spread};
 use crate::error::Error;
 
 /// Enough shards that one holds ~25,000 people at a national roll (a piece of a checkpoint
@@ -206,25 +206,13 @@ impl<K: ShardKey, V: Copy + Eq + Serialize> Piecewise for Sharded<K, V> {
             postcard::to_io(&SHARDS, &mut *out).map_err(checkpoint_failed)?;
         }
         let mut written = 0;
-        let mut entries = Vec::new();
         while capture.next < SHARDS && written < step.max(1) {
             let at = capture.next;
             let notes = std::mem::take(&mut capture.before[at]);
-            entries.clear();
-            // Every key there now and not changed since: as it is.
-            entries.extend(
-                self.shards[at]
-                    .iter()
-                    .filter(|(key, _)| !notes.contains_key(key)),
-            );
-            // Every key changed since: as it was (None: not in the index then).
-            entries.extend(
-                notes
-                    .into_iter()
-                    .filter_map(|(key, then)| then.map(|value| (key, value))),
-            );
-            // In run order, as the shard itself is written: read back without sorting.
-            sort_as_run(&mut entries);
+            // Every key there now and not changed since, as it is; every key changed since, as
+            // it was (None: not in the index then). In run order, as the shard itself is
+            // written: read back without sorting.
+            let entries = self.shards[at].sorted_with(&notes);
             postcard::to_io(&entries.len(), &mut *out).map_err(checkpoint_failed)?;
             for entry in &entries {
                 postcard::to_io(entry, &mut *out).map_err(checkpoint_failed)?;
