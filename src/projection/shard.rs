@@ -129,7 +129,7 @@ impl<K: Spread, V: Copy> Shard<K, V> {
     }
 
     /// Every entry, in no particular order.
-    pub fn iter(&self) -> impl Iterator<Item = (K, V)> + '_ {
+    fn iter(&self) -> impl Iterator<Item = (K, V)> + '_ {
         let kept = self
             .run
             .iter()
