@@ -1,0 +1,56 @@
+#!/usr/bin/env bash
+# The server's memory while it loads, against the same store restarted: what the loading peak
+# is made of. Starts a fresh server, runs the load generator with the arguments given, samples
+# the server's RSS every half second, then restarts the server on that store and reports the
+# RSS once it serves again.
+#
+#   benches/rss-during-load.sh --concurrency 4 --batch 1000 --requests 1000 --mix mixed \
+#       --households 100000 --request-ids                   # 1M events: requests in flight
+#   (vary --concurrency and --batch between runs to see what requests in flight cost)
+#   SERVE_ARGS="--checkpoint-every 100000000" benches/rss-during-load.sh …   # no checkpoints
+#   BIN=/tmp/other/rollstore NOBUILD=1 benches/rss-during-load.sh …          # another build
+#
+# Prints the load generator's events line, the peak RSS while loading (the kernel's VmHWM),
+# the RSS samples (one per 3 s), and the RSS restarted. RSS is in MiB throughout.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PORT=${PORT:-50995}
+BIN=${BIN:-target/release/rollstore}
+[ -n "${NOBUILD:-}" ] || cargo build --release --quiet
+DIR=$(mktemp -d /tmp/rollstore-rss.XXXXXX)
+SERVER=
+stop_server() {
+    [ -z "$SERVER" ] || { kill -TERM "$SERVER" 2>/dev/null; wait "$SERVER" 2>/dev/null || true; }
+    SERVER=
+}
+trap 'stop_server; rm -rf "$DIR"' EXIT
+
+start_server() {
+    # SERVE_ARGS is split into words on purpose: it holds serve's options.
+    # shellcheck disable=SC2086
+    "$BIN" serve --data "$DIR/store" --listen "127.0.0.1:$PORT" ${SERVE_ARGS:-} 2>>"$DIR/server.log" &
+    SERVER=$!
+    # A read, so that waiting for the server writes nothing to the store.
+    until "$BIN" bench --address "127.0.0.1:$PORT" --mix head --concurrency 1 --requests 1 \
+        --seconds 5 >/dev/null 2>&1; do
+        sleep 0.05
+    done
+}
+
+mib() { awk -v key="$1" '$1 == key":" { printf "%d", $2 / 1024 }' "/proc/$SERVER/status"; }
+
+start_server
+( while kill -0 "$SERVER" 2>/dev/null; do
+      mib VmRSS 2>/dev/null || true
+      echo
+      sleep 0.5
+  done ) >"$DIR/rss.txt" &
+SAMPLER=$!
+"$BIN" bench --address "127.0.0.1:$PORT" --seconds 3600 "$@" | grep -E '^events'
+echo "peak RSS loading: $(mib VmHWM) MiB"
+kill "$SAMPLER" 2>/dev/null || true
+echo "samples (MiB, every 3 s): $(awk 'NF && NR % 6 == 1' "$DIR/rss.txt" | tr '\n' ' ')"
+stop_server
+start_server
+sleep 1
+echo "RSS restarted: $(mib VmRSS) MiB"
