@@ -46,10 +46,13 @@ struct Capture {
 }
 
 impl Capture {
-    fn notes(&self, key: &RosterKey) -> bool {
-        !self.done
-            && self.last.as_ref().is_none_or(|last| key > last)
-            && !self.before.contains_key(key)
+    /// Keeps `then`, `key`'s value when the checkpoint began, if the checkpoint has not written
+    /// the key yet and nothing was kept for it before.
+    fn note(&mut self, key: &RosterKey, then: Option<u32>) {
+        let unwritten = !self.done && self.last.as_ref().is_none_or(|last| key > last);
+        if unwritten && !self.before.contains_key(key) {
+            self.before.insert(key.clone(), then);
+        }
     }
 }
 
@@ -64,10 +67,8 @@ impl std::ops::Deref for RosterIndex {
 impl RosterIndex {
     /// Notes `key`'s value for a checkpoint under way that has not written it yet.
     fn note(&mut self, key: &RosterKey) {
-        if let Some(capture) = self.capture.get_mut().filter(|c| c.notes(key)) {
-            capture
-                .before
-                .insert(key.clone(), self.tree.get(key).copied());
+        if let Some(capture) = self.capture.get_mut() {
+            capture.note(key, self.tree.get(key).copied());
         }
     }
 
@@ -80,9 +81,9 @@ impl RosterIndex {
     /// event applied asks this of its household's region key.
     pub fn insert_if_absent(&mut self, key: RosterKey, number: u32) {
         if let Entry::Vacant(slot) = self.tree.entry(key) {
-            if let Some(capture) = self.capture.get_mut().filter(|c| c.notes(slot.key())) {
-                // Absent when the checkpoint began, as it is now.
-                capture.before.insert(slot.key().clone(), None);
+            if let Some(capture) = self.capture.get_mut() {
+                // Absent now, so absent when the checkpoint began unless a note says otherwise.
+                capture.note(slot.key(), None);
             }
             slot.insert(number);
         }
