@@ -437,6 +437,14 @@ mod tests {
         // Every merge leaves a run of exactly its entries; at most an eighth of them wait.
         assert!(shard.recent.len() < shard.run.len() / 8 + 1);
         assert_eq!(shard.run.len() + shard.recent.len(), 10_000);
-        assert_eq!(std::mem::size_of_val(&*shard.run), shard.run.len() * 16);
+        // The recent table keeps its capacity between merges: with its buckets (a control byte
+        // each, at most 7/8 used), the shard holds ~6 bytes an entry beyond the entries' own 16.
+        let buckets = (shard.recent.capacity() * 8 / 7).next_power_of_two();
+        let table = buckets * (std::mem::size_of::<(u64, Option<u32>)>() + 1);
+        let bytes = std::mem::size_of_val(&*shard.run) + table;
+        assert!(
+            bytes <= 10_000 * (16 + 6),
+            "{bytes} bytes for 10,000 entries"
+        );
     }
 }
