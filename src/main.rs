@@ -396,6 +396,11 @@ struct LimitArgs {
     /// The most server streams (subscriptions, rosters, log reads) open at once.
     #[arg(long, default_value_t = 1024)]
     max_streams: usize,
+    /// The most bytes of write requests, as sent, that the server decodes and commits at once.
+    /// A decoded write takes many times its size in memory until it is answered; writes beyond
+    /// this wait, read but not decoded, in arrival order. One larger than this runs alone.
+    #[arg(long, default_value_t = 6 * 1024 * 1024)]
+    max_write_bytes_in_flight: usize,
 }
 
 impl LimitArgs {
@@ -403,6 +408,7 @@ impl LimitArgs {
         rollstore::api::Limits {
             max_request_bytes: self.max_request_bytes,
             max_streams: self.max_streams,
+            max_write_bytes_in_flight: self.max_write_bytes_in_flight,
         }
     }
 }

@@ -7,6 +7,7 @@ use common::*;
 use rollstore::api::Limits;
 use rollstore::app::Config;
 use rollstore::pb;
+use std::time::Duration;
 use tonic::Code;
 
 async fn limited() -> TestServer {
@@ -19,6 +20,7 @@ async fn limited() -> TestServer {
     let limits = Limits {
         max_request_bytes: 64 * 1024,
         max_streams: 4,
+        ..Limits::default()
     };
     TestServer::start_limited(tempfile::tempdir().unwrap(), config, limits).await
 }
@@ -144,4 +146,52 @@ async fn subscriptions_that_never_read_are_capped() {
         stream.message().await.unwrap().unwrap().event.unwrap().seq,
         1
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_beyond_the_write_budget_wait_their_turn_and_all_land() {
+    // A budget of one byte: every write is larger, so each one runs alone while the others
+    // wait, read but undecoded. Refused writes must give their bytes back like the rest.
+    let limits = Limits {
+        max_write_bytes_in_flight: 1,
+        ..Limits::default()
+    };
+    let server =
+        TestServer::start_limited(tempfile::tempdir().unwrap(), Config::default(), limits).await;
+    let mut writes = Vec::new();
+    for client in 0..8u32 {
+        let mut registry = server.registry().await;
+        writes.push(tokio::spawn(async move {
+            let batch: Vec<_> = (0..10)
+                .map(|i| identify(&format!("B{client}-{i}"), "2016-03-01", &[client * 100 + i]))
+                .collect();
+            let receipts = send_batch(&mut registry, &batch).await.map(|r| r.len());
+            let single = send(
+                &mut registry,
+                &identify(&format!("S{client}"), "2016-03-01", &[5_000 + client]),
+            )
+            .await
+            .map(|_| 1);
+            // This client's own household, already on the roll: refused by a rule.
+            let again = identify(&format!("B{client}-0"), "2016-03-02", &[9_000 + client]);
+            let refused = send(&mut registry, &again).await;
+            (receipts, single, refused)
+        }));
+    }
+    let mut written = 0;
+    for write in writes {
+        let (receipts, single, refused) = tokio::time::timeout(Duration::from_secs(60), write)
+            .await
+            .expect("no write waits forever for the budget")
+            .expect("the client task finishes");
+        written += receipts.expect("the batch lands") + single.expect("the single write lands");
+        let status = refused.expect_err("a household already on the roll is refused");
+        assert_eq!(status.code(), Code::FailedPrecondition, "{status:?}");
+    }
+    assert_eq!(written, 88);
+    assert_eq!(server.head_seq().await, 88);
+    let mut registry = server.registry().await;
+    send(&mut registry, &identify("LAST", "2016-03-01", &[7_777]))
+        .await
+        .expect("the budget is whole again after every write was answered");
 }

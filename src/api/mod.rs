@@ -11,6 +11,7 @@
 //! rule: it parses, calls `app`, and renders.
 
 pub mod auth;
+mod budget;
 pub mod convert;
 mod status;
 
@@ -50,6 +51,9 @@ pub struct Limits {
     /// The most server streams (subscriptions, rosters, log reads, diffs) open at once
     /// (more: `RESOURCE_EXHAUSTED`). Each buffers a bounded number of messages.
     pub max_streams: usize,
+    /// The most bytes of write requests (as sent) being decoded, decided and committed at once;
+    /// further writes wait, read but undecoded, until bytes come back (see `budget.rs`).
+    pub max_write_bytes_in_flight: usize,
 }
 
 impl Default for Limits {
@@ -57,6 +61,7 @@ impl Default for Limits {
         Self {
             max_request_bytes: 32 * 1024 * 1024,
             max_streams: 1024,
+            max_write_bytes_in_flight: 6 * 1024 * 1024,
         }
     }
 }
@@ -175,7 +180,11 @@ pub async fn serve_with(
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
-        .add_service(RegistryServer::new(api.clone()).max_decoding_message_size(max))
+        .add_service(budget::WriteBudget::new(
+            RegistryServer::new(api.clone()).max_decoding_message_size(max),
+            limits.max_write_bytes_in_flight,
+            max,
+        ))
         .add_service(RollsServer::new(api.clone()).max_decoding_message_size(max))
         .add_service(AuditLogServer::new(api).max_decoding_message_size(max))
         // No Nagle: answers are small and each one is awaited by a client.
@@ -211,88 +220,36 @@ impl Api {
         })
     }
 
-    /// Appends a parsed write. (Parsing happens before the first await, so the request need
-    /// not cross threads.)
-    async fn write(
+    /// Who writes what, parsed from a write request, which is let go here: the decoded message
+    /// is not held while the write waits for its commit (see `budget.rs` for why that matters).
+    fn parse<T>(
         &self,
-        principal: Result<auth::Principal, Status>,
-        command: Result<Command, Error>,
+        request: Request<T>,
+        commands: impl FnOnce(&T) -> Result<Vec<Command>, Status>,
+    ) -> Result<(Writer, Vec<Command>), Status> {
+        let writer = writer(&self.auth.principal(&request)?)?;
+        let commands = commands(request.get_ref())?;
+        Ok((writer, commands))
+    }
+
+    /// Appends one parsed command.
+    async fn write<T: convert::WriteRequest>(
+        &self,
+        request: Request<T>,
     ) -> Result<Option<pb::Receipt>, Status> {
-        let writer = writer(&principal?)?;
-        let command = command?;
-        let mut receipts = self.register.append_as(writer, vec![command]).await?;
+        let (writer, commands) = self.parse(request, |r| Ok(vec![convert::command(r)?]))?;
+        let mut receipts = self.register.append_as(writer, commands).await?;
         let receipt = receipts
             .pop()
             .ok_or_else(|| Status::internal("the writer answered no receipt"))?;
         Ok(Some(convert::receipt(&receipt)))
     }
-}
 
-#[tonic::async_trait]
-impl Registry for Api {
-    async fn identify(
-        &self,
-        request: Request<pb::IdentifyRequest>,
-    ) -> Result<Response<pb::IdentifyResponse>, Status> {
-        let principal = self.auth.principal(&request);
-        let receipt = self
-            .write(principal, convert::command(request.get_ref()))
-            .await?;
-        Ok(Response::new(pb::IdentifyResponse { receipt }))
-    }
-
-    async fn adjust(
-        &self,
-        request: Request<pb::AdjustRequest>,
-    ) -> Result<Response<pb::AdjustResponse>, Status> {
-        let principal = self.auth.principal(&request);
-        let receipt = self
-            .write(principal, convert::command(request.get_ref()))
-            .await?;
-        Ok(Response::new(pb::AdjustResponse { receipt }))
-    }
-
-    async fn exit(
-        &self,
-        request: Request<pb::ExitRequest>,
-    ) -> Result<Response<pb::ExitResponse>, Status> {
-        let principal = self.auth.principal(&request);
-        let receipt = self
-            .write(principal, convert::command(request.get_ref()))
-            .await?;
-        Ok(Response::new(pb::ExitResponse { receipt }))
-    }
-
-    async fn relapse(
-        &self,
-        request: Request<pb::RelapseRequest>,
-    ) -> Result<Response<pb::RelapseResponse>, Status> {
-        let principal = self.auth.principal(&request);
-        let receipt = self
-            .write(principal, convert::command(request.get_ref()))
-            .await?;
-        Ok(Response::new(pb::RelapseResponse { receipt }))
-    }
-
-    async fn correct(
-        &self,
-        request: Request<pb::CorrectRequest>,
-    ) -> Result<Response<pb::CorrectResponse>, Status> {
-        let principal = self.auth.principal(&request);
-        let receipt = self
-            .write(principal, convert::command(request.get_ref()))
-            .await?;
-        Ok(Response::new(pb::CorrectResponse { receipt }))
-    }
-
-    async fn append_batch(
-        &self,
-        request: Request<pb::AppendBatchRequest>,
-    ) -> Result<Response<pb::AppendBatchResponse>, Status> {
-        let writer = writer(&self.auth.principal(&request)?)?;
+    /// A batch's commands, each parsed, every violation reported at once.
+    fn batch(&self, request: &pb::AppendBatchRequest) -> Result<Vec<Command>, Status> {
         let mut violations = Vec::new();
         let mut commands = Vec::new();
-        let batch = &request.get_ref().commands;
+        let batch = &request.commands;
         let max = self.register.config().max_batch;
         if batch.len() > max {
             return Err(Error::TooLarge(format!(
@@ -325,6 +282,57 @@ impl Registry for Api {
                 }
             }
         }
+        Ok(commands)
+    }
+}
+
+#[tonic::async_trait]
+impl Registry for Api {
+    async fn identify(
+        &self,
+        request: Request<pb::IdentifyRequest>,
+    ) -> Result<Response<pb::IdentifyResponse>, Status> {
+        let receipt = self.write(request).await?;
+        Ok(Response::new(pb::IdentifyResponse { receipt }))
+    }
+
+    async fn adjust(
+        &self,
+        request: Request<pb::AdjustRequest>,
+    ) -> Result<Response<pb::AdjustResponse>, Status> {
+        let receipt = self.write(request).await?;
+        Ok(Response::new(pb::AdjustResponse { receipt }))
+    }
+
+    async fn exit(
+        &self,
+        request: Request<pb::ExitRequest>,
+    ) -> Result<Response<pb::ExitResponse>, Status> {
+        let receipt = self.write(request).await?;
+        Ok(Response::new(pb::ExitResponse { receipt }))
+    }
+
+    async fn relapse(
+        &self,
+        request: Request<pb::RelapseRequest>,
+    ) -> Result<Response<pb::RelapseResponse>, Status> {
+        let receipt = self.write(request).await?;
+        Ok(Response::new(pb::RelapseResponse { receipt }))
+    }
+
+    async fn correct(
+        &self,
+        request: Request<pb::CorrectRequest>,
+    ) -> Result<Response<pb::CorrectResponse>, Status> {
+        let receipt = self.write(request).await?;
+        Ok(Response::new(pb::CorrectResponse { receipt }))
+    }
+
+    async fn append_batch(
+        &self,
+        request: Request<pb::AppendBatchRequest>,
+    ) -> Result<Response<pb::AppendBatchResponse>, Status> {
+        let (writer, commands) = self.parse(request, |r| self.batch(r))?;
         let receipts = self.register.append_as(writer, commands).await?;
         Ok(Response::new(pb::AppendBatchResponse {
             receipts: receipts.iter().map(convert::receipt).collect(),
