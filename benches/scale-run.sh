@@ -26,6 +26,8 @@ PORT=${PORT:-50999}
 BIN=target/release/rollstore
 mkdir -p "$DIR"
 cargo build --release --quiet
+# shellcheck source=benches/settle.sh
+. benches/settle.sh
 
 start_server() {
     "$BIN" serve --data "$DIR/store" --listen "127.0.0.1:$PORT" 2>>"$DIR/server.log" &
@@ -39,19 +41,6 @@ start_server() {
 
 peak_rss_mib() { awk '/VmHWM/ {printf "%.0f", $2/1024}' "/proc/$SERVER/status"; }
 
-# Waits (up to a minute) until the server has used at most 4% of a core for half a second: the
-# load's last million events start a background checkpoint that encodes for seconds, and a
-# measurement taken meanwhile measures the two of them sharing the cores.
-settle() {
-    local ticks before
-    ticks() { awk '{print $14 + $15}' "/proc/$SERVER/stat"; }  # utime + stime, 1/100 s
-    for _ in $(seq 120); do
-        before=$(ticks); sleep 0.5
-        [ $(( $(ticks) - before )) -le 2 ] && return
-    done
-    echo "the server was still busy a minute after the load; measuring anyway" >&2
-}
-
 echo "== scale run: $HOUSEHOLDS households, ~$EVENTS events${IDS:+ with request_ids}, in $DIR"
 start_server
 "$BIN" bench --address "127.0.0.1:$PORT" --concurrency 32 --seconds 5 --json "$DIR/empty-single.json" | tail -4
@@ -60,7 +49,7 @@ began=$(date +%s%N)
     --households "$HOUSEHOLDS" --requests $((EVENTS / 1000)) --seconds 36000 "${IDS[@]}" \
     --json "$DIR/load.json" | tail -5
 loaded_in=$(( ($(date +%s%N) - began) / 1000000000 ))
-settle
+settle "$SERVER"
 "$BIN" bench --address "127.0.0.1:$PORT" --concurrency 32 --seconds 5 --json "$DIR/full-single.json" | tail -4
 rss=$(peak_rss_mib)
 kill -TERM "$SERVER"; wait "$SERVER" || true

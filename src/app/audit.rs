@@ -266,7 +266,7 @@ fn read_checkpoint(dir: &Path) -> Checkpoint {
 /// run re-reads everything written since (~7 s after writing 10M events), and the checkpoint
 /// takes ~2.5 s to decode at that size; side by side, a start-up waits for the longer of the
 /// two. The checkpoint is still checked against the log before anything is served.
-pub fn open_with_roll(dir: &Path) -> Result<(Log, Roll, String), Error> {
+pub fn open_with_roll(dir: &Path) -> Result<(Log, Roll, LoadedFrom), Error> {
     let (log, checkpoint) = std::thread::scope(|scope| {
         let reading = std::thread::Builder::new()
             .name("checkpoint-reader".into())
@@ -282,16 +282,25 @@ pub fn open_with_roll(dir: &Path) -> Result<(Log, Roll, String), Error> {
         (log, checkpoint)
     });
     let log = log?;
-    let (roll, how) = unpanicked("the log", || load_roll_from(&log, checkpoint))?;
-    Ok((log, roll, how))
+    let (roll, from) = unpanicked("the log", || load_roll_from(&log, checkpoint))?;
+    Ok((log, roll, from))
+}
+
+/// Where a loaded roll started: a checkpoint, or the log's beginning.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LoadedFrom {
+    /// The seq of the checkpoint it was read from; 0 when the whole log was replayed.
+    pub checkpoint_seq: u64,
+    /// The same in words, with the events replayed after it.
+    pub how: String,
 }
 
 /// Loads the roll: the checkpoint if it matches the log, then the tail. Says which it did.
-pub fn load_roll(log: &Log) -> Result<(Roll, String), Error> {
+pub fn load_roll(log: &Log) -> Result<(Roll, LoadedFrom), Error> {
     load_roll_from(log, read_checkpoint(log.dir()))
 }
 
-fn load_roll_from(log: &Log, checkpoint: Checkpoint) -> Result<(Roll, String), Error> {
+fn load_roll_from(log: &Log, checkpoint: Checkpoint) -> Result<(Roll, LoadedFrom), Error> {
     let head = log.head();
     let (mut roll, from) = match checkpoint {
         Checkpoint::Read(at, decoded) => {
@@ -359,7 +368,13 @@ fn load_roll_from(log: &Log, checkpoint: Checkpoint) -> Result<(Roll, String), E
             head.seq - from
         )
     };
-    Ok((roll, how))
+    Ok((
+        roll,
+        LoadedFrom {
+            checkpoint_seq: from,
+            how,
+        },
+    ))
 }
 
 /// Replays the whole log into a fresh roll.
@@ -485,7 +500,7 @@ pub fn verify_store(dir: &Path, progress: &dyn Fn(&str, u64, u64)) -> Result<Sto
             projection_mismatch: None,
         });
     }
-    let (loaded, how) = load_roll(&log)?;
+    let (loaded, LoadedFrom { how, .. }) = load_roll(&log)?;
     let replayed = replay(&log, &|seq| progress("replay", seq, head))?;
     let projection_mismatch = (loaded != replayed).then(|| {
         format!(
@@ -792,8 +807,9 @@ mod tests {
         })
         .unwrap();
 
-        let (loaded, how) = load_roll(&log).unwrap();
-        assert_eq!(how, "replayed 3000 events");
+        let (loaded, from) = load_roll(&log).unwrap();
+        assert_eq!(from.how, "replayed 3000 events");
+        assert_eq!(from.checkpoint_seq, 0);
         assert!(loaded == replay.roll, "the replayed roll is not the log's");
     }
 

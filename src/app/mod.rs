@@ -246,11 +246,12 @@ impl Register {
     /// Opens the store in `dir` (creating it if needed), rebuilds the roll from the log, and
     /// starts the writer.
     pub fn open(dir: &Path, config: Config) -> Result<Self, Error> {
-        let (log, roll, how) = audit::open_with_roll(dir)?;
+        let (log, roll, from) = audit::open_with_roll(dir)?;
         tracing::info!(
             head = roll.head(),
             households = roll.households(),
-            "loaded the roll: {how}"
+            "loaded the roll: {}",
+            from.how
         );
         let head = roll.head();
         let shared = Arc::new(Shared {
@@ -261,11 +262,17 @@ impl Register {
             committed: watch::channel(head).0,
             stopping: watch::channel(false).0,
             checkpointing: AtomicBool::new(false),
-            checkpointed: std::sync::atomic::AtomicU64::new(head),
+            // Counted from the checkpoint loaded, not from this start: after a crash, the
+            // tail just replayed counts toward the next checkpoint, so that a start-up replays
+            // at most about `checkpoint_every` events however often the server crashes.
+            checkpointed: std::sync::atomic::AtomicU64::new(from.checkpoint_seq),
             failed: std::sync::Mutex::new(None),
         });
         let (jobs, receiver) = mpsc::channel(4096);
         let handle = writer::spawn(shared.clone(), receiver)?;
+        // A tail that long (a store with no checkpoint, or a crash just before one was due)
+        // gets its checkpoint now, in the background, not after the next write.
+        shared.maybe_checkpoint();
         Ok(Self {
             shared,
             jobs,
@@ -673,4 +680,67 @@ impl Shared {
 
 fn shutting_down() -> Error {
     Error::Unavailable("the server is shutting down; retry against a running server".into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::checkpoint;
+
+    /// One run of the server: its `checkpoint_every`, and the commands it appends.
+    type Run = (u64, usize);
+
+    /// The seq of the checkpoint on disk in `dir`; 0 when there is none.
+    fn checkpoint_on_disk(dir: &Path) -> u64 {
+        checkpoint::read(dir).map_or(0, |(at, _)| at.seq)
+    }
+
+    /// Given runs of the server that each open the store with a `checkpoint_every`, append
+    /// that many demo commands in one batch, let any background checkpoint finish and then
+    /// crash (drop the register unclosed: no shutdown checkpoint), returns the checkpoint on
+    /// disk after each run.
+    async fn checkpoints_after_crashes(runs: &[Run]) -> Vec<u64> {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let mut commands = crate::demo::baota::generate(1).commands.into_iter();
+        let mut on_disk = Vec::new();
+        for &(every, writes) in runs {
+            let config = Config {
+                checkpoint_every: every,
+                ..Config::default()
+            };
+            let register = Register::open(dir.path(), config).expect("the store opens");
+            let batch: Vec<_> = commands.by_ref().take(writes).collect();
+            assert_eq!(batch.len(), writes, "the demo data set ran out");
+            register.append(batch).await.expect("the batch lands");
+            // A checkpoint that is due has been started before the append was answered.
+            for _ in 0..3_000 {
+                if !register.shared.checkpointing.load(Ordering::SeqCst) {
+                    break;
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+            }
+            assert!(!register.shared.checkpointing.load(Ordering::SeqCst));
+            on_disk.push(checkpoint_on_disk(dir.path()));
+            drop(register);
+        }
+        on_disk
+    }
+
+    #[tokio::test]
+    async fn a_restart_counts_the_tail_it_replayed_toward_the_next_checkpoint() {
+        // (runs as (checkpoint_every, commands), the checkpoint on disk after each run)
+        let cases: Vec<(Vec<Run>, Vec<u64>)> = vec![
+            // 40 replayed at the restart, 15 more: 55 since the last checkpoint (none).
+            (vec![(50, 40), (50, 15)], vec![0, 55]),
+            // A tail of 60 with no checkpoint: one is written at the start-up itself.
+            (vec![(1_000, 60), (50, 0)], vec![0, 60]),
+            // A checkpoint at 120; 10 more after a restart are not yet due.
+            (vec![(50, 120), (50, 10), (50, 0)], vec![120, 120, 120]),
+            // Due at 120 + 50, counting the 30 replayed.
+            (vec![(50, 120), (50, 30), (50, 25)], vec![120, 120, 175]),
+        ];
+        for (runs, expected) in cases {
+            assert_eq!(checkpoints_after_crashes(&runs).await, expected, "{runs:?}");
+        }
+    }
 }

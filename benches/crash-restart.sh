@@ -1,0 +1,66 @@
+#!/usr/bin/env bash
+# How long a start-up takes after a crash: loads EVENTS events (the mixed load, batches of
+# 1,000) into a fresh server, lets its background checkpoint finish, kills it with SIGKILL (no
+# shutdown checkpoint), and restarts it, reporting what it loaded and how long it took until it
+# served. Then it appends AFTER more events, kills it again, and restarts it once more: the
+# second restart shows where the next checkpoint fell after a crash.
+#
+#   HOUSEHOLDS=1000000 EVENTS=9900000 AFTER=200000 benches/crash-restart.sh  # ~10M, as README
+#   EVENTS=900000 benches/crash-restart.sh                                 # a minute or two
+#   SERVE_ARGS="--checkpoint-every 300000" …                               # another interval
+#
+# The replayed tail is EVENTS minus the last checkpoint's seq (one every 1M events by default),
+# so EVENTS just under a multiple of the interval gives the longest replay.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+HOUSEHOLDS=${HOUSEHOLDS:-100000}
+EVENTS=${EVENTS:-900000}
+AFTER=${AFTER:-200000}
+PORT=${PORT:-50994}
+BIN=${BIN:-target/release/rollstore}
+[ -n "${NOBUILD:-}" ] || cargo build --release --quiet
+# shellcheck source=benches/settle.sh
+. benches/settle.sh
+DIR=$(mktemp -d /tmp/rollstore-crash.XXXXXX)
+SERVER=
+trap '[ -z "$SERVER" ] || { kill -9 "$SERVER"; wait "$SERVER"; } 2>/dev/null; rm -rf "$DIR"' EXIT
+
+log() { sed 's/\x1b\[[0-9;]*m//g' "$DIR/server.log"; }
+
+start_server() {
+    : >"$DIR/server.log"
+    # SERVE_ARGS is split into words on purpose: it holds serve's options.
+    # shellcheck disable=SC2086
+    "$BIN" serve --data "$DIR/store" --listen "127.0.0.1:$PORT" ${SERVE_ARGS:-} 2>"$DIR/server.log" &
+    SERVER=$!
+    until log | grep -q "is serving"; do
+        kill -0 "$SERVER" 2>/dev/null || { log; exit 1; }
+        sleep 0.05
+    done
+    log | sed -n 's/.*loaded the roll: \(.*\) head=.*/\1;/p; s/.*\(opened_in_ms=[0-9]*\).*/\1/p' |
+        tr '\n' ' '
+    echo
+}
+
+load() {
+    "$BIN" bench --address "127.0.0.1:$PORT" --concurrency 4 --batch 1000 --mix mixed \
+        --households "$HOUSEHOLDS" --requests $(($1 / 1000)) --seconds 36000 | grep -E '^events'
+    # A background checkpoint may be encoding still: let it finish, as a crash would not.
+    settle "$SERVER"
+}
+
+crash() {
+    kill -9 "$SERVER"
+    wait "$SERVER" 2>/dev/null || true
+    SERVER=
+}
+
+start_server >/dev/null
+load "$EVENTS"
+crash
+echo -n "restart after the crash:        "
+start_server
+load "$AFTER"
+crash
+echo -n "restart after a second crash:   "
+start_server
