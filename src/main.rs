@@ -300,7 +300,7 @@ struct ServeArgs {
     /// that a restart replays at most about this many, after a crash too (events replayed at a
     /// start-up count toward the next one). Each costs a few seconds of background work at
     /// 10M events (writes wait only for one piece of it at a time); replaying a million
-    /// events after a crash takes ~10 s there.
+    /// events after a crash takes 10–15 s there.
     #[arg(long, default_value_t = 1_000_000, value_parser = clap::value_parser!(u64).range(1..))]
     checkpoint_every: u64,
     #[command(flatten)]
@@ -463,7 +463,7 @@ fn parse_line(text: &str) -> Result<(i32, i64), String> {
 /// (`benches/rss-during-load.sh`, the mixed load with request_ids) the loading peak was
 /// 234–241 MiB instead of 287–289 and the restarted server 88–103 MiB instead of 143–153,
 /// batch throughput the same within noise and its p99 lower; at 10M events with request_ids,
-/// 1,021 MiB loading against 1,122 and 1,263 before. mimalloc does the same itself when
+/// 1,021 and 1,025 MiB loading against 1,122 and 1,263 before. mimalloc does the same itself when
 /// `MIMALLOC_ALLOW_THP=0` is in its environment at start, which a program cannot arrange for
 /// itself; the flag applies to every later fault, in regions advised before it too.
 fn without_transparent_huge_pages() {

@@ -7,8 +7,9 @@
 //!   any Error ──status.rs──▶ tonic::Status (the one mapping of causes to codes)
 //! ```
 //!
-//! This is the only module that knows protobuf. It holds no state of its own and enforces no
-//! rule: it parses, calls `app`, and renders.
+//! This is the only module that knows protobuf. It enforces no rule of the register: it parses,
+//! calls `app`, and renders. Its only state is transport's: the permits of open server streams
+//! and the write budget's bytes in flight (`budget.rs`).
 
 pub mod auth;
 mod budget;
