@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Runs the load generator RUNS times against a fresh server and reports, per run, events/s,
-# latency, and the CPU time the server and the load generator each spent per event (from
-# /proc/<pid>/stat and the load generator's rusage): on a shared 2-core machine these are steadier than
-# throughput, and they say where a target's CPU budget goes.
+# latency, the CPU time the server and the load generator each spent per event (from
+# /proc/<pid>/stat and the load generator's rusage), and the bytes the server wrote per event
+# (its wchar in /proc/<pid>/io: sled's log, its segment cleaning, checkpoints). On a shared
+# 2-core machine the CPU figures are steadier than throughput, and they say where a target's
+# CPU budget goes.
 #
 #   benches/cpu-per-event.sh --concurrency 32 --seconds 5               # single events
 #   benches/cpu-per-event.sh --concurrency 4 --batch 1000 --seconds 6   # batches
@@ -28,14 +30,23 @@ python3 - "$BIN" "$PORT" "$SERVER" "$RUNS" "$DIR/run.json" "$@" <<'PY'
 import json, os, resource, subprocess, sys
 binary, port, server, runs, out, *args = sys.argv[1:]
 hz = os.sysconf("SC_CLK_TCK")
+def server_written():
+    # Bytes the server handed to write(2) and friends: sled's log, its segment cleaning and
+    # the checkpoints, each counted as often as it is written.
+    for line in open(f"/proc/{server}/io"):
+        if line.startswith("wchar:"):
+            return int(line.split()[1])
+    return 0
 def server_seconds():
     fields = open(f"/proc/{server}/stat").read().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / hz  # utime + stime
 for _ in range(int(runs)):
     before, children = server_seconds(), resource.getrusage(resource.RUSAGE_CHILDREN)
+    written = server_written()
     subprocess.run([binary, "bench", "--address", f"127.0.0.1:{port}", "--json", out, *args],
                    check=True, stdout=subprocess.DEVNULL)
     after, done = server_seconds(), resource.getrusage(resource.RUSAGE_CHILDREN)
+    written = server_written() - written
     run = json.load(open(out))
     # Per event; per call when nothing is written (--mix head).
     unit, count = ("event", run["events"]) if run["events"] else ("call", run["requests"])
@@ -44,5 +55,6 @@ for _ in range(int(runs)):
     client = (done.ru_utime - children.ru_utime) + (done.ru_stime - children.ru_stime)
     print(f"{rate:9.0f} {unit}s/s  p50 {run['latency_ms']['p50']:6.2f} ms  "
           f"p99 {run['latency_ms']['p99']:6.2f} ms  server {(after - before) * 1e6 / count:5.0f} µs/{unit}  "
-          f"load generator {client * 1e6 / count:5.0f} µs/{unit}", flush=True)
+          f"load generator {client * 1e6 / count:5.0f} µs/{unit}  "
+          f"written {written / count:6.0f} B/{unit}", flush=True)
 PY

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # How long a start-up takes after a crash: loads EVENTS events (the mixed load, batches of
 # 1,000) into a fresh server, lets its background checkpoint finish, kills it with SIGKILL (no
-# shutdown checkpoint), and restarts it, reporting what it loaded and how long it took until it
-# served. Then it appends AFTER more events, kills it again, and restarts it once more: the
+# shutdown checkpoint), and restarts it, reporting what it loaded, how long it took until it
+# served, and its RSS then. Then it appends AFTER more events, kills it again, and restarts it once more: the
 # second restart shows where the next checkpoint fell after a crash.
 #
 #   HOUSEHOLDS=1000000 EVENTS=9900000 AFTER=200000 benches/crash-restart.sh  # ~10M, as README
@@ -39,7 +39,7 @@ start_server() {
     done
     log | sed -n 's/.*loaded the roll: \(.*\) head=.*/\1;/p; s/.*\(opened_in_ms=[0-9]*\).*/\1/p' |
         tr '\n' ' '
-    echo
+    awk '$1 == "VmRSS:" { printf "RSS %d MiB\n", $2 / 1024 }' "/proc/$SERVER/status"
 }
 
 load() {
