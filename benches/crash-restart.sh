@@ -3,7 +3,10 @@
 # 1,000) into a fresh server, lets its background checkpoint finish, kills it with SIGKILL (no
 # shutdown checkpoint), and restarts it, reporting what it loaded, how long it took until it
 # served, and its RSS then. Then it appends AFTER more events, kills it again, and restarts it once more: the
-# second restart shows where the next checkpoint fell after a crash.
+# second restart shows where the next checkpoint fell after a crash. Last, it stops the server
+# and exports the whole log, reporting the export's time and peak RSS: what reading the whole
+# log costs (every reader of the log, a subscriber's catch-up or VerifyChain as much as a
+# start-up's replay, reads it the same way).
 #
 #   HOUSEHOLDS=1000000 EVENTS=9900000 AFTER=200000 benches/crash-restart.sh  # ~10M, as README
 #   EVENTS=900000 benches/crash-restart.sh                                 # a minute or two
@@ -64,3 +67,14 @@ load "$AFTER"
 crash
 echo -n "restart after a second crash:   "
 start_server
+crash
+echo -n "export of the whole log:        "
+python3 - "$BIN" "$DIR/store" "$DIR/export.jsonl" <<'PY'
+import resource, subprocess, sys, time
+binary, store, out = sys.argv[1:]
+began = time.monotonic()
+subprocess.run([binary, "export", "--data", store, "--out", out], check=True,
+               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss // 1024
+print(f"{time.monotonic() - began:.1f} s, peak RSS {peak} MiB")
+PY
