@@ -336,29 +336,27 @@ fn load_roll_from(log: &Log, checkpoint: Checkpoint) -> Result<(Roll, LoadedFrom
     // The events read anyway are checked against the chain as they are read: a start-up that
     // replays reports a broken chain instead of serving it. (Before the checkpoint, the
     // checkpoint's own hash anchors the log; `rollstore verify` re-hashes all of it.)
-    let mut previous = if from == 0 {
+    let previous = if from == 0 {
         GENESIS
     } else {
         log.get(from)?.map_or(GENESIS, |e| e.hash)
     };
-    for entry in log.scan(from + 1) {
-        let entry = entry?;
-        if chain(&previous, &entry.body) != entry.hash {
-            return Err(Error::Corrupt(format!(
-                "the hash chain breaks at event {}: its body or hash was altered, or an event before it was dropped or moved; run `rollstore verify` and restore from an export",
-                entry.seq
-            )));
-        }
-        previous = entry.hash;
-        let recorded = Recorded::decode(entry)?;
-        if let Err(error) = roll.apply(&recorded.event, &history) {
-            if from == 0 {
-                return Err(error);
+    let disagreed = std::thread::scope(|scope| {
+        for recorded in read_ahead(scope, log, from + 1, Some(previous)) {
+            let recorded = recorded?;
+            if let Err(error) = roll.apply(&recorded.event, &history) {
+                if from == 0 {
+                    return Err(error);
+                }
+                return Ok(Some(error));
             }
-            // The chain held, so the checkpoint is what disagrees: it is only a shortcut.
-            tracing::warn!(%error, "the checkpoint does not match the log's tail; replaying the whole log");
-            return load_roll_from(log, Checkpoint::Missing);
         }
+        Ok(None)
+    })?;
+    if let Some(error) = disagreed {
+        // The chain held, so the checkpoint is what disagrees: it is only a shortcut.
+        tracing::warn!(%error, "the checkpoint does not match the log's tail; replaying the whole log");
+        return load_roll_from(log, Checkpoint::Missing);
     }
     let how = if from == 0 {
         format!("replayed {} events", head.seq)
@@ -381,15 +379,106 @@ fn load_roll_from(log: &Log, checkpoint: Checkpoint) -> Result<(Roll, LoadedFrom
 pub fn replay(log: &Log, progress: &dyn Fn(u64)) -> Result<Roll, Error> {
     let history = LogHistory(log);
     let mut roll = Roll::default();
-    for entry in log.scan(1) {
-        let recorded = Recorded::decode(entry?)?;
-        roll.apply(&recorded.event, &history)?;
-        if recorded.event.seq % 10_000 == 0 {
-            progress(recorded.event.seq);
+    std::thread::scope(|scope| {
+        for recorded in read_ahead(scope, log, 1, None) {
+            let recorded = recorded?;
+            roll.apply(&recorded.event, &history)?;
+            if recorded.event.seq % 10_000 == 0 {
+                progress(recorded.event.seq);
+            }
         }
-    }
+        Ok::<_, Error>(())
+    })?;
     progress(roll.head());
     Ok(roll)
+}
+
+/// Events the log reader decodes per hand-off, and hand-offs it may be ahead by: enough that
+/// neither side waits on the other for long, few enough that what waits is a few MiB.
+const READ_AHEAD_CHUNK: usize = 1024;
+const READ_AHEAD_CHUNKS: usize = 4;
+
+/// The log from `from` on, decoded, in order: read, checked against the chain (from the hash
+/// `previous` of the event before `from`, when given) and decoded on a second thread, while
+/// the caller applies what was decoded on its own.
+///
+/// ```text
+///   log-reader thread                                   caller
+///   scan ─▶ chain check ─▶ JSON decode ─▶ [chunks] ──▶ Roll::apply, in seq order
+/// ```
+///
+/// A replay's two halves cost about the same (reading, hashing and decoding against the
+/// roll's indexes and packed states), so on two cores a start-up after a crash, a rebuild or
+/// a verify takes little more than the longer half. The reader stops at the first error,
+/// which arrives after every event before it; a panic in it arrives as an error too, never
+/// as a log that seems to end early. When the caller stops early, dropping the iterator, the
+/// reader stops at its next hand-off. Without a second thread to be had, it all runs here.
+fn read_ahead<'scope>(
+    scope: &'scope std::thread::Scope<'scope, '_>,
+    log: &'scope Log,
+    from: u64,
+    previous: Option<[u8; 32]>,
+) -> Box<dyn Iterator<Item = Result<Recorded, Error>> + 'scope> {
+    let (chunks, handed) =
+        std::sync::mpsc::sync_channel::<Result<Vec<Recorded>, Error>>(READ_AHEAD_CHUNKS);
+    let reader = std::thread::Builder::new()
+        .name("log-reader".into())
+        .spawn_scoped(scope, move || {
+            let mut chunk = Vec::with_capacity(READ_AHEAD_CHUNK);
+            let read = unpanicked("the log", || {
+                for recorded in decoded(log, from, previous) {
+                    chunk.push(recorded?);
+                    if chunk.len() == READ_AHEAD_CHUNK {
+                        let full =
+                            std::mem::replace(&mut chunk, Vec::with_capacity(READ_AHEAD_CHUNK));
+                        if chunks.send(Ok(full)).is_err() {
+                            // The caller stopped reading.
+                            return Ok(());
+                        }
+                    }
+                }
+                Ok(())
+            });
+            // Everything decoded before an error comes first: the caller applies it, as it
+            // would have reading in place, before it sees the error.
+            let _ = chunks.send(Ok(chunk));
+            if let Err(error) = read {
+                let _ = chunks.send(Err(error));
+            }
+        });
+    match reader {
+        Ok(_) => Box::new(handed.into_iter().flat_map(|chunk| {
+            let (events, error) = match chunk {
+                Ok(events) => (events, None),
+                Err(error) => (Vec::new(), Some(error)),
+            };
+            events.into_iter().map(Ok).chain(error.map(Err))
+        })),
+        Err(_) => Box::new(decoded(log, from, previous)),
+    }
+}
+
+/// The log from `from` on, each event checked against the chain (when `previous` is given)
+/// and decoded: the reading half of [`read_ahead`].
+fn decoded(
+    log: &Log,
+    from: u64,
+    previous: Option<[u8; 32]>,
+) -> impl Iterator<Item = Result<Recorded, Error>> + '_ {
+    let mut previous = previous;
+    log.scan(from).map(move |entry| {
+        let entry = entry?;
+        if let Some(previous) = &mut previous {
+            if chain(previous, &entry.body) != entry.hash {
+                return Err(Error::Corrupt(format!(
+                    "the hash chain breaks at event {}: its body or hash was altered, or an event before it was dropped or moved; run `rollstore verify` and restore from an export",
+                    entry.seq
+                )));
+            }
+            *previous = entry.hash;
+        }
+        Recorded::decode(entry)
+    })
 }
 
 /// The log position a checkpoint of `roll` is tied to: its head and that event's hash.
@@ -811,6 +900,82 @@ mod tests {
         assert_eq!(from.how, "replayed 3000 events");
         assert_eq!(from.checkpoint_seq, 0);
         assert!(loaded == replay.roll, "the replayed roll is not the log's");
+    }
+
+    /// The read-ahead hands over the log as a scan in place reads it, across its hand-offs:
+    /// from anywhere, stopped anywhere by its reader, and with an error only after every event
+    /// before it.
+    #[test]
+    fn reading_ahead_gives_the_log_in_order_and_its_first_error_last() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = Log::open(dir.path()).unwrap();
+        let mut replay = Replay::of_demo();
+        replay.apply(2 * READ_AHEAD_CHUNK + 5);
+        let mut bodies: Vec<Vec<u8>> = replay
+            .log
+            .0
+            .borrow()
+            .iter()
+            .map(|event| serde_json::to_vec(event).unwrap())
+            .collect();
+        let good = bodies.len() as u64;
+        // The last event does not decode.
+        bodies.push(b"{}".to_vec());
+        log.append(&bodies).unwrap();
+        let chunk = READ_AHEAD_CHUNK as u64;
+        // Errors as their text: `Error` has no equality.
+        let read = |from: u64, previous: [u8; 32], stop: usize| -> Vec<Result<u64, String>> {
+            std::thread::scope(|scope| {
+                read_ahead(scope, &log, from, Some(previous))
+                    .take(stop)
+                    .map(|recorded| recorded.map(|r| r.event.seq).map_err(|e| e.to_string()))
+                    .collect()
+            })
+        };
+        let hash_before = |seq: u64| match seq {
+            1 => GENESIS,
+            _ => log.get(seq - 1).unwrap().unwrap().hash,
+        };
+        // (from, events read before the reader stops)
+        let cases = [
+            (1, 0),
+            (1, 1),
+            (1, READ_AHEAD_CHUNK),
+            (1, READ_AHEAD_CHUNK + 1),
+            (2, 2 * READ_AHEAD_CHUNK),
+            (chunk, 3),
+            (chunk + 1, 1_000),
+            (good - 1, 2),
+        ];
+        for (from, stop) in cases {
+            let expected: Vec<Result<u64, String>> = (from..).take(stop).map(Ok).collect();
+            assert_eq!(
+                read(from, hash_before(from), stop),
+                expected,
+                "from {from}, {stop} read"
+            );
+        }
+        // Read to the end: every good event, then the one that does not decode.
+        for from in [1, chunk + 7, good, good + 1] {
+            let mut all = read(from, hash_before(from), usize::MAX);
+            let last = all.pop();
+            assert_eq!(
+                all,
+                (from..=good).map(Ok).collect::<Vec<_>>(),
+                "from {from}"
+            );
+            assert!(
+                matches!(&last, Some(Err(why)) if why.contains(&format!("event {} does not decode", good + 1))),
+                "from {from}: {last:?}"
+            );
+        }
+        // A hash before `from` that is not the log's: the first event read does not verify.
+        assert!(matches!(
+            read(500, GENESIS, usize::MAX).as_slice(),
+            [Err(why)] if why.contains("the hash chain breaks at event 500")
+        ));
+        // Past the head there is nothing to read.
+        assert_eq!(read(good + 2, GENESIS, usize::MAX), Vec::new());
     }
 
     /// One checkpoint at a time; an abandoned one ends, and writes stop keeping households
