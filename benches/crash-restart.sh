@@ -40,8 +40,10 @@ start_server() {
         kill -0 "$SERVER" 2>/dev/null || { log; exit 1; }
         sleep 0.05
     done
-    log | sed -n 's/.*loaded the roll: \(.*\) head=.*/\1;/p; s/.*\(opened_in_ms=[0-9]*\).*/\1/p' |
-        tr '\n' ' '
+    # What it loaded, each step's time (sled's open and the checkpoint's decoding run side by
+    # side, then the replay), and the time until it served.
+    log | grep -oE 'loaded the roll: [^=]* head=|(log_opened|checkpoint_read|replayed|opened_in)_ms=[0-9]+' |
+        sed 's/^loaded the roll: //; s/ head=$/;/' | tr '\n' ' '
     awk '$1 == "VmRSS:" { printf "RSS %d MiB\n", $2 / 1024 }' "/proc/$SERVER/status"
 }
 

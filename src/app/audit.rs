@@ -14,11 +14,13 @@
 //! ```text
 //!   checkpoint = postcard(Roll) tied to (seq, hash(seq))
 //!   open       = checkpoint (if the log has that hash at that seq) + replay of the tail
+//!                (read and decoded on a second thread while this one applies it)
 //! ```
 
 use std::collections::BTreeSet;
 use std::io::{BufRead, Write};
 use std::path::Path;
+use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, watch};
@@ -267,22 +269,33 @@ fn read_checkpoint(dir: &Path) -> Checkpoint {
 /// takes ~2.5 s to decode at that size; side by side, a start-up waits for the longer of the
 /// two. The checkpoint is still checked against the log before anything is served.
 pub fn open_with_roll(dir: &Path) -> Result<(Log, Roll, LoadedFrom), Error> {
-    let (log, checkpoint) = std::thread::scope(|scope| {
+    let timed = |read: &dyn Fn() -> Checkpoint| {
+        let began = Instant::now();
+        (read(), began.elapsed())
+    };
+    let ((log, log_opened_in), (checkpoint, checkpoint_read_in)) = std::thread::scope(|scope| {
         let reading = std::thread::Builder::new()
             .name("checkpoint-reader".into())
-            .spawn_scoped(scope, || read_checkpoint(dir));
+            .spawn_scoped(scope, || timed(&|| read_checkpoint(dir)));
+        let began = Instant::now();
         let log = Log::open(dir);
+        let log_opened_in = began.elapsed();
         let checkpoint = match reading {
-            Ok(reading) => reading
-                .join()
-                .unwrap_or_else(|_| Checkpoint::Damaged("reading it panicked".into())),
+            Ok(reading) => reading.join().unwrap_or_else(|_| {
+                (
+                    Checkpoint::Damaged("reading it panicked".into()),
+                    Duration::ZERO,
+                )
+            }),
             // No second thread to be had: read it on this one.
-            Err(_) => read_checkpoint(dir),
+            Err(_) => timed(&|| read_checkpoint(dir)),
         };
-        (log, checkpoint)
+        ((log, log_opened_in), checkpoint)
     });
     let log = log?;
-    let (roll, from) = unpanicked("the log", || load_roll_from(&log, checkpoint))?;
+    let (roll, mut from) = unpanicked("the log", || load_roll_from(&log, checkpoint))?;
+    from.log_opened_in = log_opened_in;
+    from.checkpoint_read_in = checkpoint_read_in;
     Ok((log, roll, from))
 }
 
@@ -293,6 +306,12 @@ pub struct LoadedFrom {
     pub checkpoint_seq: u64,
     /// The same in words, with the events replayed after it.
     pub how: String,
+    /// How long each step of a start-up took, for its log line: sled's open and the
+    /// checkpoint's decoding (side by side, so a start-up waits for the longer), then the
+    /// replay of the tail. Zero where a step did not run.
+    pub log_opened_in: Duration,
+    pub checkpoint_read_in: Duration,
+    pub replayed_in: Duration,
 }
 
 /// Loads the roll: the checkpoint if it matches the log, then the tail. Says which it did.
@@ -301,6 +320,7 @@ pub fn load_roll(log: &Log) -> Result<(Roll, LoadedFrom), Error> {
 }
 
 fn load_roll_from(log: &Log, checkpoint: Checkpoint) -> Result<(Roll, LoadedFrom), Error> {
+    let began = Instant::now();
     let head = log.head();
     let (mut roll, from) = match checkpoint {
         Checkpoint::Read(at, decoded) => {
@@ -371,6 +391,9 @@ fn load_roll_from(log: &Log, checkpoint: Checkpoint) -> Result<(Roll, LoadedFrom
         LoadedFrom {
             checkpoint_seq: from,
             how,
+            log_opened_in: Duration::ZERO,
+            checkpoint_read_in: Duration::ZERO,
+            replayed_in: began.elapsed(),
         },
     ))
 }

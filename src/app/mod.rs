@@ -250,6 +250,9 @@ impl Register {
         tracing::info!(
             head = roll.head(),
             households = roll.households(),
+            log_opened_ms = from.log_opened_in.as_millis(),
+            checkpoint_read_ms = from.checkpoint_read_in.as_millis(),
+            replayed_ms = from.replayed_in.as_millis(),
             "loaded the roll: {}",
             from.how
         );
