@@ -574,10 +574,10 @@ impl Log {
     /// page's shard of the cache (one of 256) has seen 64 reads, and an iterator reads each
     /// leaf once: a long scan's leaves were never counted, so never evicted, and a scan of
     /// 900,000 events held 436 MiB whatever `cache_capacity` said. Read item by item, a leaf
-    /// is read once per item it holds (up to 16), and the same scan peaks at ~110 MiB for ~5%
-    /// more time (`rollstore export`, `/usr/bin/time -f %M`). The storage lock is taken per
-    /// item, so a scan running across a recovery goes on in the reopened database, which holds
-    /// everything up to the head the scan started with.
+    /// is read once per item it holds (up to 16), and the same scan peaks at ~100 MiB, no
+    /// slower (the export on the last line of `benches/crash-restart.sh`). The storage lock
+    /// is taken per item, so a scan running across a recovery goes on in the reopened
+    /// database, which holds everything up to the head the scan started with.
     pub fn scan(&self, from: u64) -> impl Iterator<Item = Result<Entry, Error>> + '_ {
         let head = self.head().seq;
         let from = from.max(1);
