@@ -75,8 +75,10 @@ python3 - "$BIN" "$DIR/store" "$DIR/export.jsonl" <<'PY'
 import resource, subprocess, sys, time
 binary, store, out = sys.argv[1:]
 began = time.monotonic()
-subprocess.run([binary, "export", "--data", store, "--out", out], check=True,
-               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+done = subprocess.run([binary, "export", "--data", store, "--out", out],
+                      stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+if done.returncode != 0:
+    sys.exit(f"the export failed: {done.stderr.strip()}")
 peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss // 1024
 print(f"{time.monotonic() - began:.1f} s, peak RSS {peak} MiB")
 PY
