@@ -9,6 +9,7 @@
 #   HOUSEHOLDS=100000 EVENTS=1000000 benches/scale-run.sh        # the default, a few minutes
 #   RESTARTS=3 …                                                 # restart (and time) it 3 times
 #   REQUEST_IDS=1 …                                              # every command with a request_id
+#   BIN=/tmp/other/rollstore NOBUILD=1 …                         # another build, A/B
 #
 # The first restart comes right after the load, while the kernel may still be writing back the
 # load's gigabytes; later ones show the restart of a settled machine. The full store's single
@@ -23,9 +24,9 @@ EVENTS=${EVENTS:-1000000}
 IDS=(); [ -z "${REQUEST_IDS:-}" ] || IDS=(--request-ids)
 DIR=${DIR:-$(mktemp -d /tmp/rollstore-scale.XXXXXX)}
 PORT=${PORT:-50999}
-BIN=target/release/rollstore
+BIN=${BIN:-target/release/rollstore}
 mkdir -p "$DIR"
-cargo build --release --quiet
+[ -n "${NOBUILD:-}" ] || cargo build --release --quiet
 # shellcheck source=benches/settle.sh
 . benches/settle.sh
 

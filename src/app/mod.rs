@@ -655,19 +655,6 @@ impl Shared {
             longest_hold_ms = drafted.longest_hold.as_millis() as u64,
             "checkpoint written"
         );
-        // A start-up needs the log only from the checkpoint on; with sled reopened now, its
-        // open re-reads only what comes after this, not everything since the server started.
-        // Should it fail, the store is closed until the next write reopens it (as after a
-        // failed write); the checkpoint stands either way.
-        match self.log.reopen() {
-            Ok(took) => tracing::info!(
-                reopen_ms = took.as_millis() as u64,
-                "sled reopened after the checkpoint"
-            ),
-            Err(error) => {
-                tracing::warn!(%error, "sled could not be reopened after the checkpoint; the next write retries")
-            }
-        }
         Ok(head)
     }
 
@@ -737,12 +724,6 @@ mod tests {
             }
             assert!(!register.shared.checkpointing.load(Ordering::SeqCst));
             on_disk.push(checkpoint_on_disk(dir.path()));
-            // sled was reopened after the checkpoint: its next open re-reads nothing before it.
-            assert!(
-                register.shared.log.opened_at() >= checkpoint_on_disk(dir.path()),
-                "{runs:?}: sled last opened at {}, before the checkpoint",
-                register.shared.log.opened_at()
-            );
             drop(register);
         }
         on_disk

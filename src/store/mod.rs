@@ -33,7 +33,6 @@ mod keys;
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, RwLock};
 
 use sha2::{Digest, Sha256};
@@ -379,8 +378,6 @@ pub struct Log {
     storage: RwLock<Option<Storage>>,
     dir: PathBuf,
     head: Mutex<Head>,
-    /// The head when sled last opened: its next open re-reads what came after.
-    opened_at: AtomicU64,
 }
 
 impl Log {
@@ -402,14 +399,7 @@ impl Log {
             storage: RwLock::new(Some(storage)),
             dir: dir.to_owned(),
             head: Mutex::new(head),
-            opened_at: AtomicU64::new(head.seq),
         })
-    }
-
-    /// The head when sled last opened (or reopened): its next open re-reads everything
-    /// written after that (see [`Log::reopen`]).
-    pub fn opened_at(&self) -> u64 {
-        self.opened_at.load(Ordering::SeqCst)
     }
 
     pub fn dir(&self) -> &Path {
@@ -453,7 +443,7 @@ impl Log {
             .expect("the storage lock is never held across a panic")
             .is_none()
         {
-            self.recover(*head, "after a failed write")?;
+            self.recover(*head)?;
         }
         // A record's length is a u32. No request comes near it (the API takes 64 MiB at most),
         // but an import reads whatever its file holds.
@@ -504,7 +494,7 @@ impl Log {
         if let Err(error) = written {
             tracing::error!(%error, "a commit failed; reopening the store from disk");
             // Whatever happens here, the error stands: this batch was not acknowledged.
-            if let Err(again) = self.recover(*head, "after a failed write") {
+            if let Err(again) = self.recover(*head) {
                 tracing::error!(error = %again, "the store could not be reopened yet; the next write retries");
             }
             return Err(error);
@@ -513,24 +503,8 @@ impl Log {
         Ok(positions)
     }
 
-    /// Closes sled and opens it again, so that it writes its snapshot (its page table as of
-    /// now): sled 0.34.7 writes one only when it opens, and each open re-reads everything
-    /// written since the last snapshot, which after a long run is most of a start-up's time
-    /// (1.5–3.3 s after 10M events). Reopened after each checkpoint, a start-up's open re-reads
-    /// at most what came after it. Appends and reads wait while it reopens; the time it took
-    /// is returned.
-    pub fn reopen(&self) -> Result<std::time::Duration, Error> {
-        let head = self
-            .head
-            .lock()
-            .expect("the head lock is never held across a panic");
-        let began = std::time::Instant::now();
-        self.recover(*head, "to write sled's snapshot")?;
-        Ok(began.elapsed())
-    }
-
-    /// Closes the database and reopens it from disk, trimmed to `head`. `why` is for the log.
-    fn recover(&self, head: Head, why: &str) -> Result<(), Error> {
+    /// Closes the database and reopens it from disk, trimmed to `head`.
+    fn recover(&self, head: Head) -> Result<(), Error> {
         let mut storage = self
             .storage
             .write()
@@ -564,8 +538,10 @@ impl Log {
             }
         }
         *storage = Some(reopened);
-        self.opened_at.store(head.seq, Ordering::SeqCst);
-        tracing::info!(head = head.seq, "the store was reopened {why}");
+        tracing::info!(
+            head = head.seq,
+            "the store was reopened after a failed write"
+        );
         Ok(())
     }
 
@@ -798,46 +774,10 @@ mod tests {
         assert!((10..20).contains(&blocks), "{blocks} blocks for 47 events");
     }
 
-    /// The newest of sled's snapshot files in `dir` (`snap.<lsn in hex>`): the log position its
-    /// next open starts re-reading from.
-    fn snapshot_lsn(dir: &Path) -> u64 {
-        std::fs::read_dir(dir)
-            .unwrap()
-            .filter_map(|f| {
-                let name = f.unwrap().file_name().into_string().unwrap();
-                u64::from_str_radix(name.strip_prefix("snap.")?, 16).ok()
-            })
-            .max()
-            .unwrap_or(0)
-    }
-
-    /// Reopening leaves the log as it was and appends go on after it; sled's snapshot moves
-    /// up to what was written, so that its next open re-reads nothing before it.
-    #[test]
-    fn a_reopen_moves_sleds_snapshot_and_keeps_the_log() {
-        let dir = tempfile::tempdir().unwrap();
-        let log = Log::open(dir.path()).unwrap();
-        let mut all = Vec::new();
-        for round in 0..3 {
-            let commit = bodies(40 + round, 700);
-            log.append(&commit).unwrap();
-            all.extend(commit);
-            let before = snapshot_lsn(dir.path());
-            log.reopen().unwrap();
-            assert!(
-                snapshot_lsn(dir.path()) > before,
-                "round {round}: the snapshot stayed at {before}"
-            );
-            check_reads(&log, &all);
-        }
-        drop(log);
-        check_reads(&Log::open(dir.path()).unwrap(), &all);
-    }
-
     /// A scan reads item by item, each time from the database the storage holds then: one
-    /// running while the store is reopened (after a checkpoint, or a failed commit) reads on
-    /// in the reopened database and misses nothing; one that meets the store while it is
-    /// closed ends with an error, never as if the log ended there.
+    /// running while the store recovers (a failed commit reopens it) reads on in the reopened
+    /// database and misses nothing; one that meets the store while it is closed ends with an
+    /// error, never as if the log ended there.
     #[test]
     fn a_scan_goes_on_across_a_recovery() {
         let dir = tempfile::tempdir().unwrap();
@@ -848,7 +788,7 @@ mod tests {
         }
         let mut scan = log.scan(3);
         let mut read: Vec<Entry> = scan.by_ref().take(10).collect::<Result<_, _>>().unwrap();
-        log.reopen().unwrap();
+        log.recover(log.head()).unwrap();
         read.extend(scan.map(Result::unwrap));
         let seqs: Vec<u64> = read.iter().map(|e| e.seq).collect();
         assert_eq!(seqs, (3..=60).collect::<Vec<_>>());
@@ -915,7 +855,7 @@ mod tests {
             Ok(())
         })
         .unwrap();
-        log.recover(head, "in a test").unwrap();
+        log.recover(head).unwrap();
         check_reads(&log, &kept);
         let log = {
             drop(log);
