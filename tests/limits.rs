@@ -7,8 +7,11 @@ use common::*;
 use rollstore::api::Limits;
 use rollstore::app::Config;
 use rollstore::pb;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::OnceLock;
 use std::time::Duration;
 use tonic::Code;
+use tracing_subscriber::layer::SubscriberExt;
 
 async fn limited() -> TestServer {
     let mut config = Config {
@@ -148,8 +151,33 @@ async fn subscriptions_that_never_read_are_capped() {
     );
 }
 
+/// Counts the server's "a write waits for the write budget" events, from every thread: the
+/// one sign, seen from outside, that the budget stands in front of the writes at all.
+struct BudgetWaits;
+
+static BUDGET_WAITS: AtomicUsize = AtomicUsize::new(0);
+
+impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for BudgetWaits {
+    fn on_event(&self, event: &tracing::Event<'_>, _: tracing_subscriber::layer::Context<'_, S>) {
+        if event.metadata().target() == "rollstore::api::budget" {
+            BUDGET_WAITS.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+}
+
+/// The budget's waits so far in this test binary, with the counter installed once.
+fn budget_waits() -> usize {
+    static INSTALLED: OnceLock<()> = OnceLock::new();
+    INSTALLED.get_or_init(|| {
+        tracing::subscriber::set_global_default(tracing_subscriber::registry().with(BudgetWaits))
+            .expect("no other global subscriber in this test binary");
+    });
+    BUDGET_WAITS.load(Ordering::SeqCst)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn writes_beyond_the_write_budget_wait_their_turn_and_all_land() {
+    let waits_before = budget_waits();
     // A budget of one byte: every write is larger, so each one runs alone while the others
     // wait, read but undecoded. Refused writes must give their bytes back like the rest.
     let limits = Limits {
@@ -190,6 +218,11 @@ async fn writes_beyond_the_write_budget_wait_their_turn_and_all_land() {
     }
     assert_eq!(written, 88);
     assert_eq!(server.head_seq().await, 88);
+    // Eight clients at once against room for one: some of their 24 writes waited.
+    assert!(
+        budget_waits() > waits_before,
+        "no write waited for the budget: is it in front of the writes?"
+    );
     let mut registry = server.registry().await;
     send(&mut registry, &identify("LAST", "2016-03-01", &[7_777]))
         .await
