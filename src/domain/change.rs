@@ -19,8 +19,9 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use super::values::{
-    Attribute, Cause, Date, ExitReason, Health, HouseholdId, IdNumber, Labor, MeasureKind,
-    MemberAddedReason, MemberRemovedReason, Monitoring, RegionCode, Relation, Schooling,
+    date_text, instant_text, Attribute, Cause, Date, ExitReason, Health, HouseholdId, IdNumber,
+    Labor, MeasureKind, MemberAddedReason, MemberRemovedReason, Monitoring, RegionCode, Relation,
+    Schooling,
 };
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -73,10 +74,15 @@ pub struct Assessment {
 /// 六步三公示, as dates.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Procedure {
+    #[serde(with = "date_text")]
     pub applied_on: Date,
+    #[serde(with = "date_text")]
     pub village_review_on: Date,
+    #[serde(with = "date_text")]
     pub village_notice_on: Date,
+    #[serde(with = "date_text")]
     pub township_notice_on: Date,
+    #[serde(with = "date_text")]
     pub county_notice_on: Date,
 }
 
@@ -325,7 +331,9 @@ pub struct Event {
     pub seq: u64,
     pub household_id: HouseholdId,
     pub version: u64,
+    #[serde(with = "date_text")]
     pub effective_date: Date,
+    #[serde(with = "instant_text")]
     pub recorded_at: DateTime<Utc>,
     pub actor: String,
     pub document_ref: String,

@@ -86,7 +86,7 @@ pub mod date_form {
 
     pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Date, D::Error> {
         if deserializer.is_human_readable() {
-            return Date::deserialize(deserializer);
+            return super::date_text::deserialize(deserializer);
         }
         let days = i32::deserialize(deserializer)?;
         Date::from_num_days_from_ce_opt(days)
@@ -112,6 +112,124 @@ pub mod date_form {
             deserializer: D,
         ) -> Result<Option<Date>, D::Error> {
             Ok(Option::<Form>::deserialize(deserializer)?.map(|Form(date)| date))
+        }
+    }
+}
+
+/// Dates read from their text (`2018-12-31`) digit by digit, for `#[serde(with = "date_text")]`
+/// on the dates of event bodies. chrono's own parser (its format machinery) was ~10% of the
+/// thread that reads the log back in a replay. Written as chrono writes them, so a body's bytes
+/// do not change, and any text the fast path does not take (a year past 9999, say) goes to
+/// chrono's parser: what was read before is read the same. A format that is not human-readable
+/// gets chrono's form both ways, as without this module.
+pub mod date_text {
+    use serde::{de, Deserialize, Deserializer, Serialize, Serializer};
+
+    use super::{parse_date, Date};
+
+    pub fn serialize<S: Serializer>(date: &Date, serializer: S) -> Result<S::Ok, S::Error> {
+        date.serialize(serializer)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Date, D::Error> {
+        if !deserializer.is_human_readable() {
+            return Date::deserialize(deserializer);
+        }
+        deserializer.deserialize_str(Text)
+    }
+
+    /// Reads the text in place (JSON's borrowed strings), without an allocation.
+    struct Text;
+
+    impl de::Visitor<'_> for Text {
+        type Value = Date;
+
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("a date of the form YYYY-MM-DD")
+        }
+
+        fn visit_str<E: de::Error>(self, text: &str) -> Result<Date, E> {
+            match parse_date(text) {
+                Ok(date) => Ok(date),
+                Err(_) => text.parse().map_err(E::custom),
+            }
+        }
+    }
+}
+
+/// A moment as chrono writes it (RFC 3339 in UTC: `2026-11-29T17:08:53.123456789Z`), read
+/// digit by digit: the `recorded_at` of event bodies, for `#[serde(with = "instant_text")]`.
+/// As with [`date_text`], chrono writes it, and reads whatever the fast path does not take (an
+/// offset other than `Z`, a leap second, a lower-case `t`), so every body reads as before.
+pub mod instant_text {
+    use chrono::{DateTime, NaiveDateTime, NaiveTime, Utc};
+    use serde::{de, Deserialize, Deserializer, Serialize, Serializer};
+
+    use super::calendar_date;
+
+    pub fn serialize<S: Serializer>(
+        instant: &DateTime<Utc>,
+        serializer: S,
+    ) -> Result<S::Ok, S::Error> {
+        instant.serialize(serializer)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(
+        deserializer: D,
+    ) -> Result<DateTime<Utc>, D::Error> {
+        if !deserializer.is_human_readable() {
+            return DateTime::<Utc>::deserialize(deserializer);
+        }
+        deserializer.deserialize_str(Text)
+    }
+
+    /// `YYYY-MM-DDTHH:MM:SS`, then `.` and one to nine digits or nothing, then `Z`.
+    pub(crate) fn read(text: &str) -> Option<DateTime<Utc>> {
+        let bytes = text.as_bytes();
+        let (stamp, rest) = bytes.split_at_checked(19)?;
+        let [y0, y1, y2, y3, b'-', m0, m1, b'-', d0, d1, b'T', h0, h1, b':', n0, n1, b':', s0, s1] =
+            *stamp
+        else {
+            return None;
+        };
+        let date = calendar_date(&[y0, y1, y2, y3], &[m0, m1], &[d0, d1])?;
+        let two = |a: u8, b: u8| {
+            (a.is_ascii_digit() && b.is_ascii_digit())
+                .then(|| u32::from(a - b'0') * 10 + u32::from(b - b'0'))
+        };
+        let nanos = match rest {
+            [b'Z'] => 0,
+            [b'.', digits @ .., b'Z'] if (1..=9).contains(&digits.len()) => {
+                let mut nanos = 0u32;
+                for d in digits {
+                    if !d.is_ascii_digit() {
+                        return None;
+                    }
+                    nanos = nanos * 10 + u32::from(d - b'0');
+                }
+                nanos * 10u32.pow(9 - digits.len() as u32)
+            }
+            _ => return None,
+        };
+        // A second of 60 (a leap second) is not a valid `from_hms_nano` second: chrono reads it.
+        let time = NaiveTime::from_hms_nano_opt(two(h0, h1)?, two(n0, n1)?, two(s0, s1)?, nanos)?;
+        Some(NaiveDateTime::new(date, time).and_utc())
+    }
+
+    struct Text;
+
+    impl de::Visitor<'_> for Text {
+        type Value = DateTime<Utc>;
+
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("an RFC 3339 date and time")
+        }
+
+        fn visit_str<E: de::Error>(self, text: &str) -> Result<DateTime<Utc>, E> {
+            match read(text) {
+                Some(instant) => Ok(instant),
+                None => text.parse().map_err(E::custom),
+            }
         }
     }
 }
@@ -748,6 +866,75 @@ mod tests {
         assert!(parse_date("2018-12-31").is_ok());
         for bad in ["2018-02-30", "2018-1-1", "20181231", "", "2018-12-31T00:00"] {
             assert!(parse_date(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[derive(Debug, PartialEq, Serialize, Deserialize)]
+    struct Stamped {
+        #[serde(with = "date_text")]
+        on: Date,
+        #[serde(with = "instant_text")]
+        at: chrono::DateTime<chrono::Utc>,
+    }
+
+    /// chrono, as serde reads dates and moments without these modules, is the oracle: a text
+    /// reads to the same value or fails as it does.
+    fn reads_as_chrono_does(on: &str, at: &str) {
+        let json = serde_json::json!({ "on": on, "at": at }).to_string();
+        let ours = serde_json::from_str::<Stamped>(&json).ok();
+        let chrono = on.parse::<Date>().ok().zip(at.parse().ok());
+        assert_eq!(ours, chrono.map(|(on, at)| Stamped { on, at }), "{json}");
+    }
+
+    #[test]
+    fn dates_and_moments_in_text_read_as_chrono_reads_them() {
+        let cases = [
+            ("2018-12-31", "2026-11-29T17:08:53.123456789Z"),
+            ("2018-12-31", "2026-11-29T17:08:53Z"),
+            ("0001-01-01", "2026-11-29T17:08:53.1Z"),
+            ("9999-12-31", "2026-11-29T17:08:53.123Z"),
+            ("2020-02-29", "2026-11-29T17:08:53.000001Z"),
+            ("+12345-01-01", "2026-11-29T17:08:53+08:00"),
+            ("2018-02-30", "2026-11-29T23:59:60.5Z"),
+            ("2018-1-1", "2026-11-29t17:08:53Z"),
+            ("2018-12-31", "2026-11-29 17:08:53Z"),
+            ("2018-12-31", "2026-11-29T17:08:53.1234567890Z"),
+            ("2018-12-31", "2026-11-29T17:08:53.Z"),
+            ("2018-12-31", "2026-11-29T24:00:00Z"),
+            ("2018-12-31", "2026-13-29T17:08:53Z"),
+            ("2018-12-31", "2026-11-29T17:08:5aZ"),
+            ("2018-12-31", "2026-11-29T17:08:53"),
+            ("", ""),
+        ];
+        for (on, at) in cases {
+            reads_as_chrono_does(on, at);
+        }
+    }
+
+    use proptest::prelude::*;
+
+    proptest! {
+        /// Every moment chrono writes in years 1 to 9999 reads back as itself, through the fast
+        /// path.
+        #[test]
+        fn a_moment_as_chrono_writes_it_reads_back(
+            // From 0001-01-01 to the end of 9999, in seconds.
+            seconds in 0i64..315_537_897_600,
+            nanos in prop_oneof![
+                Just(0u32),
+                (0u32..1_000).prop_map(|n| n * 1_000_000),
+                (0u32..1_000_000).prop_map(|n| n * 1_000),
+                0u32..1_000_000_000,
+            ],
+        ) {
+            let at = chrono::DateTime::from_timestamp(seconds - 62_135_596_800, nanos)
+                .expect("a moment in range");
+            let stamped = Stamped { on: at.date_naive(), at };
+            let json = serde_json::to_string(&stamped).expect("encodes");
+            let text = serde_json::to_value(at).expect("encodes");
+            let text = text.as_str().expect("a moment is text");
+            prop_assert_eq!(instant_text::read(text), Some(at), "{}", text);
+            prop_assert_eq!(serde_json::from_str::<Stamped>(&json).ok(), Some(stamped));
         }
     }
 }
