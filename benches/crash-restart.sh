@@ -11,6 +11,9 @@
 #   HOUSEHOLDS=1000000 EVENTS=9900000 AFTER=200000 benches/crash-restart.sh  # ~10M, as README
 #   EVENTS=900000 benches/crash-restart.sh                                 # a minute or two
 #   SERVE_ARGS="--checkpoint-every 300000" …                               # another interval
+#   LOAD_ARGS=--request-ids …                        # more options for the load generator
+#   KEEP=/tmp/crashed …      # keeps a copy of the store as the first crash left it, for
+#                            # benches/start-up.sh to start builds on in turn
 #
 # The replayed tail is EVENTS minus the last checkpoint's seq (one every 1M events by default),
 # so EVENTS just under a multiple of the interval gives the longest replay.
@@ -48,8 +51,11 @@ start_server() {
 }
 
 load() {
+    # LOAD_ARGS is split into words on purpose: it holds the load generator's options.
+    # shellcheck disable=SC2086
     "$BIN" bench --address "127.0.0.1:$PORT" --concurrency 4 --batch 1000 --mix mixed \
-        --households "$HOUSEHOLDS" --requests $(($1 / 1000)) --seconds 36000 | grep -E '^events'
+        --households "$HOUSEHOLDS" --requests $(($1 / 1000)) --seconds 36000 ${LOAD_ARGS:-} |
+        grep -E '^events'
     # A background checkpoint may be encoding still: let it finish, as a crash would not.
     settle "$SERVER"
 }
@@ -63,6 +69,10 @@ crash() {
 start_server >/dev/null
 load "$EVENTS"
 crash
+if [ -n "${KEEP:-}" ]; then
+    rm -rf "$KEEP"
+    cp -r "$DIR/store" "$KEEP"
+fi
 echo -n "restart after the crash:        "
 start_server
 load "$AFTER"
