@@ -19,6 +19,7 @@
 
 use std::collections::BTreeSet;
 use std::io::{BufRead, Write};
+use std::ops::ControlFlow;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -26,7 +27,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, watch};
 
 use super::{LogHistory, Recorded};
-use crate::domain::RegionPrefix;
+use crate::domain::{Event, RegionPrefix};
 use crate::error::Error;
 use crate::projection::{checkpoint_failed, Roll};
 use crate::store::{chain, checkpoint, unpanicked, Head, Log, GENESIS};
@@ -363,19 +364,16 @@ fn load_roll_from(log: &Log, checkpoint: Checkpoint) -> Result<(Roll, LoadedFrom
     } else {
         log.get(from)?.map_or(GENESIS, |e| e.hash)
     };
-    let disagreed = std::thread::scope(|scope| {
-        for recorded in read_ahead(scope, log, from + 1, Some(previous)) {
-            let recorded = recorded?;
-            if let Err(error) = roll.apply(&recorded.event, &history) {
-                if from == 0 {
-                    return Err(error);
-                }
-                return Ok(Some(error));
-            }
+    let disagreed = read_ahead(log, from + 1, Some(previous), |event| {
+        match roll.apply(event, &history) {
+            Ok(()) => ControlFlow::Continue(()),
+            Err(error) => ControlFlow::Break(error),
         }
-        Ok(None)
     })?;
     if let Some(error) = disagreed {
+        if from == 0 {
+            return Err(error);
+        }
         // The chain held, so the checkpoint is what disagrees: it is only a shortcut.
         tracing::warn!(%error, "the checkpoint does not match the log's tail; replaying the whole log");
         return load_roll_from(log, Checkpoint::Missing);
@@ -404,16 +402,18 @@ fn load_roll_from(log: &Log, checkpoint: Checkpoint) -> Result<(Roll, LoadedFrom
 pub fn replay(log: &Log, progress: &dyn Fn(u64)) -> Result<Roll, Error> {
     let history = LogHistory(log);
     let mut roll = Roll::default();
-    std::thread::scope(|scope| {
-        for recorded in read_ahead(scope, log, 1, None) {
-            let recorded = recorded?;
-            roll.apply(&recorded.event, &history)?;
-            if recorded.event.seq % 10_000 == 0 {
-                progress(recorded.event.seq);
+    let failed = read_ahead(log, 1, None, |event| match roll.apply(event, &history) {
+        Ok(()) => {
+            if event.seq % 10_000 == 0 {
+                progress(event.seq);
             }
+            ControlFlow::Continue(())
         }
-        Ok::<_, Error>(())
+        Err(error) => ControlFlow::Break(error),
     })?;
+    if let Some(error) = failed {
+        return Err(error);
+    }
     progress(roll.head());
     Ok(roll)
 }
@@ -423,64 +423,89 @@ pub fn replay(log: &Log, progress: &dyn Fn(u64)) -> Result<Roll, Error> {
 const READ_AHEAD_CHUNK: usize = 1024;
 const READ_AHEAD_CHUNKS: usize = 4;
 
-/// The log from `from` on, decoded, in order: read, checked against the chain (from the hash
-/// `previous` of the event before `from`, when given) and decoded on a second thread, while
-/// the caller applies what was decoded on its own.
+/// Gives `each` the log from `from` on, decoded, in order: read, checked against the chain
+/// (from the hash `previous` of the event before `from`, when given) and decoded on a second
+/// thread, while `each` applies what was decoded on this one.
 ///
 /// ```text
-///   log-reader thread                                   caller
-///   scan ─▶ chain check ─▶ JSON decode ─▶ [chunks] ──▶ Roll::apply, in seq order
+///   log-reader thread                                     this thread
+///   scan ─▶ chain check ─▶ JSON decode ─▶ [chunks] ─────▶ each(&event), in seq order
+///                       drops the events ◀── [spent] ◀──┘
 /// ```
 ///
 /// A replay's two halves cost about the same (reading, hashing and decoding against the
 /// roll's indexes and packed states), so on two cores a start-up after a crash, a rebuild or
-/// a verify takes little more than the longer half. The reader stops at the first error,
-/// which arrives after every event before it; a panic in it arrives as an error too, never
-/// as a log that seems to end early. When the caller stops early, dropping the iterator, the
-/// reader stops at its next hand-off. Without a second thread to be had, it all runs here.
-fn read_ahead<'scope>(
-    scope: &'scope std::thread::Scope<'scope, '_>,
-    log: &'scope Log,
+/// a verify takes little more than the longer half. The applying half is the longer, so the
+/// events it is done with go back to the reader, which allocated them, to be dropped there
+/// (freeing another thread's memory costs mimalloc more, and a replay frees every event).
+///
+/// Ends with `Ok(Some(b))` when `each` breaks with `b`, `Ok(None)` at the log's end, or the
+/// reader's first error, which comes after every event before it has been given to `each`; a
+/// panic in the reader is an error too, never a log that seems to end early. When `each`
+/// breaks, the reader stops at its next hand-off. Without a second thread to be had, it all
+/// runs here.
+fn read_ahead<B>(
+    log: &Log,
     from: u64,
     previous: Option<[u8; 32]>,
-) -> Box<dyn Iterator<Item = Result<Recorded, Error>> + 'scope> {
-    let (chunks, handed) =
-        std::sync::mpsc::sync_channel::<Result<Vec<Recorded>, Error>>(READ_AHEAD_CHUNKS);
-    let reader = std::thread::Builder::new()
-        .name("log-reader".into())
-        .spawn_scoped(scope, move || {
-            let mut chunk = Vec::with_capacity(READ_AHEAD_CHUNK);
-            let read = unpanicked("the log", || {
-                for recorded in decoded(log, from, previous) {
-                    chunk.push(recorded?);
-                    if chunk.len() == READ_AHEAD_CHUNK {
-                        let full =
-                            std::mem::replace(&mut chunk, Vec::with_capacity(READ_AHEAD_CHUNK));
-                        if chunks.send(Ok(full)).is_err() {
-                            // The caller stopped reading.
-                            return Ok(());
+    mut each: impl FnMut(&Event) -> ControlFlow<B>,
+) -> Result<Option<B>, Error> {
+    std::thread::scope(|scope| {
+        let (chunks, handed) =
+            std::sync::mpsc::sync_channel::<Result<Vec<Event>, Error>>(READ_AHEAD_CHUNKS);
+        let (give_back, spent) = std::sync::mpsc::channel::<Vec<Event>>();
+        let reader = std::thread::Builder::new()
+            .name("log-reader".into())
+            .spawn_scoped(scope, move || {
+                // A chunk given back is emptied here, dropping its events, and filled again.
+                let next_chunk = || match spent.try_recv() {
+                    Ok(mut chunk) => {
+                        chunk.clear();
+                        chunk
+                    }
+                    Err(_) => Vec::with_capacity(READ_AHEAD_CHUNK),
+                };
+                let mut chunk = next_chunk();
+                let read = unpanicked("the log", || {
+                    for recorded in decoded(log, from, previous) {
+                        chunk.push(recorded?.event);
+                        if chunk.len() == READ_AHEAD_CHUNK {
+                            let full = std::mem::replace(&mut chunk, next_chunk());
+                            if chunks.send(Ok(full)).is_err() {
+                                // `each` broke off.
+                                return Ok(());
+                            }
                         }
                     }
+                    Ok(())
+                });
+                // Everything decoded before an error comes first: `each` applies it, as it
+                // would have reading in place, before the error ends the reading.
+                let _ = chunks.send(Ok(chunk));
+                if let Err(error) = read {
+                    let _ = chunks.send(Err(error));
                 }
-                Ok(())
             });
-            // Everything decoded before an error comes first: the caller applies it, as it
-            // would have reading in place, before it sees the error.
-            let _ = chunks.send(Ok(chunk));
-            if let Err(error) = read {
-                let _ = chunks.send(Err(error));
+        if reader.is_err() {
+            for recorded in decoded(log, from, previous) {
+                if let ControlFlow::Break(b) = each(&recorded?.event) {
+                    return Ok(Some(b));
+                }
             }
-        });
-    match reader {
-        Ok(_) => Box::new(handed.into_iter().flat_map(|chunk| {
-            let (events, error) = match chunk {
-                Ok(events) => (events, None),
-                Err(error) => (Vec::new(), Some(error)),
-            };
-            events.into_iter().map(Ok).chain(error.map(Err))
-        })),
-        Err(_) => Box::new(decoded(log, from, previous)),
-    }
+            return Ok(None);
+        }
+        for chunk in handed {
+            let events = chunk?;
+            for event in &events {
+                if let ControlFlow::Break(b) = each(event) {
+                    return Ok(Some(b));
+                }
+            }
+            // The reader may have finished; then the events are dropped here.
+            let _ = give_back.send(events);
+        }
+        Ok(None)
+    })
 }
 
 /// The log from `from` on, each event checked against the chain (when `previous` is given)
@@ -950,12 +975,20 @@ mod tests {
         let chunk = READ_AHEAD_CHUNK as u64;
         // Errors as their text: `Error` has no equality.
         let read = |from: u64, previous: [u8; 32], stop: usize| -> Vec<Result<u64, String>> {
-            std::thread::scope(|scope| {
-                read_ahead(scope, &log, from, Some(previous))
-                    .take(stop)
-                    .map(|recorded| recorded.map(|r| r.event.seq).map_err(|e| e.to_string()))
-                    .collect()
-            })
+            let mut seqs = Vec::new();
+            let ended = read_ahead(&log, from, Some(previous), |event| {
+                if stop > 0 {
+                    seqs.push(Ok(event.seq));
+                }
+                match seqs.len() == stop {
+                    true => ControlFlow::Break(()),
+                    false => ControlFlow::Continue(()),
+                }
+            });
+            if let Err(error) = ended {
+                seqs.push(Err(error.to_string()));
+            }
+            seqs
         };
         let hash_before = |seq: u64| match seq {
             1 => GENESIS,
