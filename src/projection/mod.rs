@@ -88,8 +88,8 @@ impl PackedState {
     /// for a state of ~100 bytes: 5% of a replay's profile) and the old state was freed; a
     /// state is now encoded into a buffer kept by the thread, and its bytes are copied into
     /// the household's own allocation, resized by `realloc` (which mimalloc does in place when
-    /// the new size fits the block). Freeing one block and allocating another for every event
-    /// is what left the allocator's pages fragmented while loading.
+    /// the new size fits the block) instead of freeing one block and allocating another. (That
+    /// did not move the loading peak measurably: `benches/rss-during-load.sh`, two pairs.)
     pub fn repack(&mut self, state: &HouseholdState) {
         thread_local! {
             static ENCODED: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
