@@ -27,11 +27,12 @@ BIN=${BIN:-target/release/rollstore}
 [ -n "${NOBUILD:-}" ] || cargo build --release --quiet
 # shellcheck source=benches/settle.sh
 . benches/settle.sh
+# shellcheck source=benches/start-up-log.sh
+. benches/start-up-log.sh
 DIR=$(mktemp -d /tmp/rollstore-crash.XXXXXX)
 SERVER=
 trap '[ -z "$SERVER" ] || { kill -9 "$SERVER"; wait "$SERVER"; } 2>/dev/null; rm -rf "$DIR"' EXIT
 
-log() { sed 's/\x1b\[[0-9;]*m//g' "$DIR/server.log"; }
 
 start_server() {
     : >"$DIR/server.log"
@@ -39,14 +40,10 @@ start_server() {
     # shellcheck disable=SC2086
     "$BIN" serve --data "$DIR/store" --listen "127.0.0.1:$PORT" ${SERVE_ARGS:-} 2>"$DIR/server.log" &
     SERVER=$!
-    until log | grep -q "is serving"; do
-        kill -0 "$SERVER" 2>/dev/null || { log; exit 1; }
-        sleep 0.05
-    done
-    # What it loaded, each step's time (sled's open and the checkpoint's decoding run side by
-    # side, then the replay), and the time until it served.
-    log | grep -oE 'loaded the roll: [^=]* head=|(log_opened|checkpoint_read|replayed|opened_in)_ms=[0-9]+' |
-        sed 's/^loaded the roll: //; s/ head=$/;/' | tr '\n' ' '
+    wait_until_serving "$SERVER" "$DIR/server.log"
+    # What it loaded, then each step's time.
+    server_log "$DIR/server.log" | sed -n 's/.*loaded the roll: \(.*\) head=.*/\1; /p' | tr -d '\n'
+    start_up_steps "$DIR/server.log"
     awk '$1 == "VmRSS:" { printf "RSS %d MiB\n", $2 / 1024 }' "/proc/$SERVER/status"
 }
 

@@ -22,7 +22,8 @@ DIR=$(mktemp -d /tmp/rollstore-start.XXXXXX)
 SERVER=
 trap '[ -z "$SERVER" ] || { kill -9 "$SERVER"; wait "$SERVER"; } 2>/dev/null; rm -rf "$DIR"' EXIT
 
-log() { sed 's/\x1b\[[0-9;]*m//g' "$DIR/server.log"; }
+# shellcheck source=benches/start-up-log.sh
+. "$(dirname "$0")/start-up-log.sh"
 
 for _ in $(seq "${ROUNDS:-3}"); do
     for BIN in "$@"; do
@@ -32,15 +33,11 @@ for _ in $(seq "${ROUNDS:-3}"); do
         : >"$DIR/server.log"
         "$BIN" serve --data "$DIR/store" --listen "127.0.0.1:$PORT" 2>"$DIR/server.log" &
         SERVER=$!
-        until log | grep -aq "is serving"; do
-            kill -0 "$SERVER" 2>/dev/null || { log; exit 1; }
-            sleep 0.05
-        done
+        wait_until_serving "$SERVER" "$DIR/server.log"
         # utime and stime, in clock ticks, are the 14th and 15th fields of /proc/<pid>/stat.
         cpu=$(awk -v hz="$(getconf CLK_TCK)" '{ printf "%.2f", ($14 + $15) / hz }' "/proc/$SERVER/stat")
         peak=$(awk '$1 == "VmHWM:" { print int($2 / 1024) }' "/proc/$SERVER/status")
-        steps=$(log | grep -aoE '(log_opened|checkpoint_read|replayed|opened_in)_ms=[0-9]+' | tr '\n' ' ')
-        echo "$BIN: ${steps}peak=${peak}MiB cpu=${cpu}s"
+        echo "$BIN: $(start_up_steps "$DIR/server.log")peak=${peak}MiB cpu=${cpu}s"
         kill -9 "$SERVER"
         wait "$SERVER" 2>/dev/null || true
         SERVER=

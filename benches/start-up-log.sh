@@ -1,0 +1,22 @@
+# Sourced by the bench scripts that start a server and time its start-up. The server's log
+# (stderr) has ANSI colours; these read it without them.
+#
+#   server_log FILE                 the log, plain
+#   wait_until_serving PID FILE     returns once the log says it serves; if the server
+#                                   died first, prints its log and exits 1
+#   start_up_steps FILE             each start-up step's time, on one line: sled's open and
+#                                   the checkpoint's decoding (side by side), the replay,
+#                                   and the time until it served
+server_log() { sed 's/\x1b\[[0-9;]*m//g' "$1"; }
+
+wait_until_serving() {
+    until server_log "$2" | grep -aq "is serving"; do
+        kill -0 "$1" 2>/dev/null || { server_log "$2"; exit 1; }
+        sleep 0.05
+    done
+}
+
+start_up_steps() {
+    server_log "$1" | grep -aoE '(log_opened|checkpoint_read|replayed|opened_in)_ms=[0-9]+' |
+        tr '\n' ' '
+}
