@@ -86,29 +86,30 @@ impl<K: Spread, V: Copy> Shard<K, V> {
         }
     }
 
-    /// Sets `key` to `value`.
-    pub fn insert(&mut self, key: K, value: V) {
+    /// Sets `key` to `value`, and returns what it held before: one search where a `get` and
+    /// then an insert took two (a replay inserts a request entry for nearly every event).
+    pub fn insert(&mut self, key: K, value: V) -> Option<V> {
         if let Some(change) = self.recent.get_mut(&key) {
-            match change {
-                Some(held) => *held = value,
+            return match change {
+                Some(held) => Some(std::mem::replace(held, value)),
                 None => {
                     // A run key removed and now back: the run holds it again.
                     self.recent.remove(&key);
                     self.set_in_run(&key, value);
                     self.len += 1;
+                    None
                 }
-            }
-            return;
+            };
         }
         if let Ok(at) = self.find(&key) {
-            self.run[at].1 = value;
-            return;
+            return Some(std::mem::replace(&mut self.run[at].1, value));
         }
         self.recent.insert(key, Some(value));
         self.len += 1;
         if self.recent.len() >= MIN_RECENT.max(self.run.len() / 8) {
             self.merge();
         }
+        None
     }
 
     /// Removes `key`, if it is there.
@@ -376,7 +377,8 @@ mod tests {
         #![proptest_config(ProptestConfig { cases: 200, ..ProptestConfig::default() })]
 
         /// A `BTreeMap` is the oracle: after every operation the shard holds exactly its entries
-        /// (every key of the pool looked up, the length, a write out and read back).
+        /// (every key of the pool looked up, the length, a write out and read back), and an
+        /// insertion returns what the key held.
         #[test]
         fn a_shard_holds_what_a_map_would(ops in ops()) {
             let mut shard = Shard::<Key, u32>::default();
@@ -385,8 +387,7 @@ mod tests {
             for op in ops {
                 match op {
                     Op::Insert(k, v) => {
-                        shard.insert(k, v);
-                        oracle.insert(k, v);
+                        prop_assert_eq!(shard.insert(k, v), oracle.insert(k, v));
                         seen.push(k);
                     }
                     Op::Remove(k) => {

@@ -166,11 +166,11 @@ impl<K: ShardKey, V: Copy + Eq> Sharded<K, V> {
     }
 
     pub fn insert(&mut self, key: K, value: V) {
-        let then = self.get(key);
-        // Most events write their members again unchanged: nothing to note or store.
+        let then = self.shards[key.shard()].insert(key, value);
+        // Noted after the write, with what the write replaced: the note is what the shard
+        // held when the checkpoint began, and an unchanged value needs none.
         if then != Some(value) {
             self.note(key, then);
-            self.shards[key.shard()].insert(key, value);
         }
     }
 
