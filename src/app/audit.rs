@@ -364,12 +364,14 @@ fn load_roll_from(log: &Log, checkpoint: Checkpoint) -> Result<(Roll, LoadedFrom
     } else {
         log.get(from)?.map_or(GENESIS, |e| e.hash)
     };
+    let mut replay = roll.replay();
     let disagreed = read_ahead(log, from + 1, Some(previous), |event| {
-        match roll.apply(event, &history) {
+        match replay.apply(event, &history) {
             Ok(()) => ControlFlow::Continue(()),
             Err(error) => ControlFlow::Break(error),
         }
     })?;
+    drop(replay);
     if let Some(error) = disagreed {
         if from == 0 {
             return Err(error);
@@ -402,7 +404,8 @@ fn load_roll_from(log: &Log, checkpoint: Checkpoint) -> Result<(Roll, LoadedFrom
 pub fn replay(log: &Log, progress: &dyn Fn(u64)) -> Result<Roll, Error> {
     let history = LogHistory(log);
     let mut roll = Roll::default();
-    let failed = read_ahead(log, 1, None, |event| match roll.apply(event, &history) {
+    let mut replay = roll.replay();
+    let failed = read_ahead(log, 1, None, |event| match replay.apply(event, &history) {
         Ok(()) => {
             if event.seq % 10_000 == 0 {
                 progress(event.seq);
@@ -411,6 +414,7 @@ pub fn replay(log: &Log, progress: &dyn Fn(u64)) -> Result<Roll, Error> {
         }
         Err(error) => ControlFlow::Break(error),
     })?;
+    drop(replay);
     if let Some(error) = failed {
         return Err(error);
     }
