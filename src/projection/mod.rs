@@ -423,9 +423,11 @@ impl Roll {
     /// Starts folding many events in a row, as a start-up's replay or a rebuild does (see
     /// [`Replay`]).
     pub fn replay(&mut self) -> Replay<'_> {
+        let gather = Replay::gather(self);
         Replay {
             roll: self,
             requests: Vec::new(),
+            gather,
         }
     }
 
@@ -670,26 +672,36 @@ impl Roll {
 
 /// A roll folding many events in a row: a start-up's replay of the log's tail, or a rebuild.
 /// Nothing reads the roll meanwhile (the replay holds it), so the request entries of the
-/// events (one for nearly every event) are gathered and written to the request index a
-/// million at a time, each shard merged with its share in one pass: written one by one, each
-/// was a search of a run of thousands (a cache miss), and a fifth of the applying thread's
-/// time. Every other part of the roll moves event by event, exactly as [`Roll::apply`] moves
-/// it. Dropping the replay writes what is gathered, so the roll is whole however it ended.
+/// events (one for nearly every event) are gathered and written to the request index in
+/// batches, each shard merged with its share in one pass: written one by one, each was a
+/// search of a run of thousands (a cache miss), and a fifth of the applying thread's time.
+/// Every other part of the roll moves event by event, exactly as [`Roll::apply`] moves it.
+/// Dropping the replay writes what is gathered, so the roll is whole however it ended.
 pub struct Replay<'r> {
     roll: &'r mut Roll,
     requests: Vec<(RequestKey, Seq48)>,
+    /// How many entries are gathered before they are written (see [`Replay::gather`]).
+    gather: usize,
 }
 
 impl Replay<'_> {
-    /// At most this many request entries wait (18 MiB): a replay of a whole national log must
-    /// not hold all of its entries twice.
-    const GATHERED: usize = 1 << 20;
+    /// A batch is a million entries (18 MiB), or an eighth of the index if that is more: each
+    /// batch copies the whole index once, so a fixed size would make a replay of a whole
+    /// national log quadratic, and an eighth keeps the copying to ~8 entries per entry written
+    /// (as a shard's own merges do) while what waits stays an eighth of what the index holds.
+    fn gather(roll: &Roll) -> usize {
+        // The unit tests replay thousands of events, not millions: a smaller batch has them
+        // cross batches too.
+        let least = if cfg!(test) { 1_000 } else { 1 << 20 };
+        roll.requests.len().div_ceil(8).max(least)
+    }
 
     /// Folds one event in, as [`Roll::apply`] does.
     pub fn apply(&mut self, event: &Event, history: &dyn History) -> Result<(), Error> {
         self.roll.fold(event, history, Some(&mut self.requests))?;
-        if self.requests.len() >= Self::GATHERED {
+        if self.requests.len() >= self.gather {
             self.write_requests();
+            self.gather = Self::gather(self.roll);
         }
         Ok(())
     }
@@ -887,13 +899,19 @@ mod tests {
         assert_eq!(roll.tallies, tallies);
     }
 
-    /// A replay gathers request entries and writes them at the end: the roll it leaves is the
-    /// one that applying each event in turn leaves, a request_id given twice (as an import of
-    /// a log written elsewhere might hold) included.
+    /// A replay gathers request entries and writes them in batches (here of a thousand and
+    /// more) and at the end: the roll it leaves is the one that applying each event in turn
+    /// leaves, a request_id given twice (as an import of a log written elsewhere might hold)
+    /// included, in one batch or in two.
     #[test]
     fn a_replay_leaves_the_roll_that_applying_each_event_leaves() {
-        let request_id =
-            |seq: u64| (!seq.is_multiple_of(7)).then(|| format!("req-{}", seq % 15_000));
+        // None for every seventh event; the same id for two events 15,000 apart (in two
+        // batches), and for two events 7 apart (mostly in one).
+        let request_id = |seq: u64| match seq % 7 {
+            0 => None,
+            3 => Some(format!("near-{}", seq / 14)),
+            _ => Some(format!("req-{}", seq % 15_000)),
+        };
         let events = demo_events(20_000, request_id);
         let mut applied = Roll::default();
         for event in &events {
@@ -908,11 +926,18 @@ mod tests {
         }
         drop(replay);
         assert_eq!(replayed, applied);
-        for n in [1, 2, 6, 14_999, 15_001] {
-            let id = format!("req-{n}");
-            assert_eq!(replayed.request(&id), applied.request(&id), "{id}");
+        for id in [
+            "req-1",
+            "req-2",
+            "req-14999",
+            "req-15001",
+            "near-0",
+            "near-500",
+        ] {
+            assert_eq!(replayed.request(id), applied.request(id), "{id}");
         }
         assert_eq!(applied.request("req-2"), Some(15_002));
+        assert_eq!(applied.request("near-0"), Some(10));
     }
 
     /// Regions noted event by event read back event by event, though only changes are kept.
