@@ -439,10 +439,11 @@ const READ_AHEAD_CHUNKS: usize = 4;
 ///
 /// A replay's two halves cost about the same (reading, hashing and decoding against the
 /// roll's indexes and packed states), so on two cores a start-up after a crash, a rebuild or
-/// a verify takes little more than the longer half. At a large roll that is the applying half
-/// (~60% of a start-up's samples against ~34%), so the events it is done with go back to the
-/// reader, which allocated them, to be dropped there: freeing another thread's memory costs
-/// mimalloc more, and a replay frees every event.
+/// a verify takes little more than the longer half. At a large roll that was the applying half
+/// (~60% of a start-up's samples against ~34%, before a replay gathered its request entries;
+/// the two are about even since), so the events it is done with go back to the reader, which
+/// allocated them, to be dropped there: freeing another thread's memory costs mimalloc more,
+/// and a replay frees every event.
 ///
 /// Ends with `Ok(Some(b))` when `each` breaks with `b`, `Ok(None)` at the log's end, or the
 /// reader's first error, which comes after every event before it has been given to `each`; a
