@@ -21,23 +21,64 @@
 //! about `spread's lower bits × len`. Ties (two request digests sharing 64 bits) are ordered by
 //! the key itself, so the order is total and every lookup is exact.
 //!
-//! Serialized as a map (a count, then the pairs), in run order; a map read in any other order
-//! (a checkpoint written before this module, from a hash map) is sorted once when read. Pure
-//! data: no I/O.
+//! Serialized as one byte string: its entries in run order, side by side, each key and value in
+//! its fixed width (see [`FixedWidth`]); entries read in any other order are sorted once when
+//! read. Pure data: no I/O.
 
 use std::hash::Hash;
 
 // foldhash, not SipHash: shards are probed several times per event on the writer's hot path,
 // and SipHash was 5% of a batch load's profile. foldhash is seeded per process.
 use foldhash::HashMap;
-use serde::de::{DeserializeOwned, Error as _, MapAccess, Visitor};
-use serde::ser::SerializeMap;
+use serde::de::Visitor;
 use serde::{Deserialize, Serialize};
 
 /// A key with an evenly spread 64-bit hash.
 pub(crate) trait Spread: Copy + Ord + Hash {
     /// Evenly spread over `u64`; its top bits choose the key's shard.
     fn spread(&self) -> u64;
+}
+
+/// A key or a value as a checkpoint holds it: in exactly `WIDTH` bytes, so that a shard is
+/// written as one byte string of its entries side by side and read back by slicing it.
+///
+/// As a postcard map, a shard was read an entry at a time and a request key a byte at a time
+/// (twelve calls into the reader, then a varint): the request index's 10M entries were ~28% of
+/// a restart's decoding at the scale run with request_ids, the person index's ~5%.
+pub(crate) trait FixedWidth: Copy {
+    /// Never zero.
+    const WIDTH: usize;
+    /// Appends exactly `WIDTH` bytes.
+    fn put(&self, out: &mut Vec<u8>);
+    /// Reads it back from exactly `WIDTH` bytes (any such bytes are one: a checkpoint's digest
+    /// is checked before it is decoded, and a key that is out of place is refused anyway).
+    fn take(bytes: &[u8]) -> Self;
+}
+
+macro_rules! fixed_width_integer {
+    ($($t:ty),*) => {$(
+        impl FixedWidth for $t {
+            const WIDTH: usize = std::mem::size_of::<$t>();
+            fn put(&self, out: &mut Vec<u8>) {
+                out.extend_from_slice(&self.to_be_bytes());
+            }
+            fn take(bytes: &[u8]) -> Self {
+                Self::from_be_bytes(bytes.try_into().expect("`take` is given exactly `WIDTH` bytes"))
+            }
+        }
+    )*};
+}
+
+fixed_width_integer!(u16, u32, u64);
+
+/// Entries as a shard is written: each key, then its value, side by side.
+pub(crate) fn entry_bytes<K: FixedWidth, V: FixedWidth>(entries: &[(K, V)]) -> Vec<u8> {
+    let mut bytes = Vec::with_capacity(entries.len() * (K::WIDTH + V::WIDTH));
+    for (key, value) in entries {
+        key.put(&mut bytes);
+        value.put(&mut bytes);
+    }
+    bytes
 }
 
 /// A run is merged with the recent changes once they are an eighth of it, or this many: small
@@ -300,41 +341,38 @@ impl<K: Spread + std::fmt::Debug, V: Copy + std::fmt::Debug> std::fmt::Debug for
     }
 }
 
-impl<K: Spread + Serialize, V: Copy + Serialize> Serialize for Shard<K, V> {
+impl<K: Spread + FixedWidth, V: FixedWidth> Serialize for Shard<K, V> {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        let entries = self.sorted();
-        let mut map = serializer.serialize_map(Some(entries.len()))?;
-        for (key, value) in &entries {
-            map.serialize_entry(key, value)?;
-        }
-        map.end()
+        serializer.serialize_bytes(&entry_bytes(&self.sorted()))
     }
 }
 
-impl<'de, K: Spread + DeserializeOwned, V: Copy + DeserializeOwned> Deserialize<'de>
-    for Shard<K, V>
-{
+impl<'de, K: Spread + FixedWidth, V: FixedWidth> Deserialize<'de> for Shard<K, V> {
     /// Reads the entries straight into the run (sorting them if they come in another order),
     /// refusing a key that appears twice.
     fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         struct Entries<K, V>(std::marker::PhantomData<(K, V)>);
-        impl<'de, K: Spread + DeserializeOwned, V: Copy + DeserializeOwned> Visitor<'de> for Entries<K, V> {
+        impl<K: Spread + FixedWidth, V: FixedWidth> Visitor<'_> for Entries<K, V> {
             type Value = Shard<K, V>;
             fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-                f.write_str("a map")
+                write!(f, "entries of {} bytes each", K::WIDTH + V::WIDTH)
             }
-            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
-                // A checkpoint's digest is checked before it is decoded, so its counts are its
-                // own; they are capped all the same.
-                let capacity = map.size_hint().unwrap_or(0).min(1 << 20);
-                let mut run: Vec<(K, V)> = Vec::with_capacity(capacity);
-                while let Some(entry) = map.next_entry()? {
-                    run.push(entry);
+            fn visit_bytes<E: serde::de::Error>(self, bytes: &[u8]) -> Result<Self::Value, E> {
+                let width = K::WIDTH + V::WIDTH;
+                if !bytes.len().is_multiple_of(width) {
+                    return Err(E::invalid_length(bytes.len(), &self));
                 }
+                let mut run: Vec<(K, V)> = bytes
+                    .chunks_exact(width)
+                    .map(|entry| {
+                        let (key, value) = entry.split_at(K::WIDTH);
+                        (K::take(key), V::take(value))
+                    })
+                    .collect();
                 if !run.is_sorted_by(|a, b| order(&a.0) < order(&b.0)) {
                     sort_as_run(&mut run);
                     if run.windows(2).any(|pair| pair[0].0 == pair[1].0) {
-                        return Err(A::Error::custom("a key appears twice in an index shard"));
+                        return Err(E::custom("a key appears twice in an index shard"));
                     }
                 }
                 Ok(Shard {
@@ -344,7 +382,9 @@ impl<'de, K: Spread + DeserializeOwned, V: Copy + DeserializeOwned> Deserialize<
                 })
             }
         }
-        deserializer.deserialize_map(Entries(std::marker::PhantomData))
+        // A byte buffer, not borrowed bytes: a checkpoint is read through one reused buffer,
+        // which postcard lends out only for owned reads (borrowed ones use it up).
+        deserializer.deserialize_byte_buf(Entries(std::marker::PhantomData))
     }
 }
 
@@ -356,12 +396,24 @@ mod tests {
 
     /// A key whose spread is whatever the test says, so that the cases can be even, skewed, or
     /// all alike.
-    #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Debug, Serialize, Deserialize)]
+    #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Debug)]
     struct Key(u64, u16);
 
     impl Spread for Key {
         fn spread(&self) -> u64 {
             self.0
+        }
+    }
+
+    impl FixedWidth for Key {
+        const WIDTH: usize = 10;
+        fn put(&self, out: &mut Vec<u8>) {
+            self.0.put(out);
+            self.1.put(out);
+        }
+        fn take(bytes: &[u8]) -> Self {
+            let (spread, tie) = bytes.split_at(8);
+            Key(u64::take(spread), u16::take(tie))
         }
     }
 
@@ -439,18 +491,23 @@ mod tests {
     #[test]
     fn a_shard_read_in_any_order_is_sorted_and_a_repeated_key_is_refused() {
         let entries = [(Key(9, 0), 1u32), (Key(3, 0), 2), (Key(3, 1), 3)];
-        let map: Vec<(Key, u32)> = entries.to_vec();
-        // postcard writes a map exactly as a sequence of its pairs.
-        let bytes = postcard::to_stdvec(&map).unwrap();
-        let shard: Shard<Key, u32> = postcard::from_bytes(&bytes).unwrap();
+        let written = |entries: &[(Key, u32)]| {
+            postcard::to_stdvec(serde_bytes::Bytes::new(&entry_bytes(entries))).unwrap()
+        };
+        let shard: Shard<Key, u32> = postcard::from_bytes(&written(&entries)).unwrap();
         assert_eq!(shard.get(&Key(3, 1)), Some(3));
         assert_eq!(shard.len(), 3);
         assert_eq!(
             postcard::to_stdvec(&shard).unwrap(),
-            postcard::to_stdvec(&vec![entries[1], entries[2], entries[0]]).unwrap()
+            written(&[entries[1], entries[2], entries[0]])
         );
-        let twice = postcard::to_stdvec(&vec![entries[0], entries[1], entries[0]]).unwrap();
+        let twice = written(&[entries[0], entries[1], entries[0]]);
         assert!(postcard::from_bytes::<Shard<Key, u32>>(&twice).is_err());
+        // Bytes that are not whole entries are refused, not cut short.
+        let mut torn = entry_bytes(&entries);
+        torn.pop();
+        let torn = postcard::to_stdvec(serde_bytes::Bytes::new(&torn)).unwrap();
+        assert!(postcard::from_bytes::<Shard<Key, u32>>(&torn).is_err());
     }
 
     #[test]

@@ -23,13 +23,13 @@
 use std::hash::Hash;
 
 use foldhash::HashMap;
-use serde::de::{DeserializeOwned, Error as _, SeqAccess, Visitor};
+use serde::de::{Error as _, SeqAccess, Visitor};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use super::capture::{under_way, Piecewise, Progress, Slot};
 use super::checkpoint_failed;
-use super::shard::{order, Shard, Spread};
+use super::shard::{entry_bytes, order, FixedWidth, Shard, Spread};
 use crate::error::Error;
 
 /// Enough shards that one holds ~25,000 people at a national roll (a piece of a checkpoint
@@ -40,14 +40,14 @@ const SHARDS: usize = 4_096;
 pub(crate) const SHARD_BITS: u32 = SHARDS.trailing_zeros();
 
 /// A key of a sharded index: the top bits of its spread name its shard.
-pub(crate) trait ShardKey: Spread + Serialize + DeserializeOwned {
+pub(crate) trait ShardKey: Spread + FixedWidth {
     /// A number below [`SHARDS`], spread evenly over the keys.
     fn shard(&self) -> usize {
         (self.spread() >> (64 - SHARD_BITS)) as usize
     }
 }
 
-impl<K: Spread + Serialize + DeserializeOwned> ShardKey for K {}
+impl<K: Spread + FixedWidth> ShardKey for K {}
 
 /// A person, as `IdNumber::compact` (a 17-digit integer).
 impl Spread for u64 {
@@ -64,7 +64,7 @@ impl Spread for u64 {
 /// u64 took 24, aligned). Two request_ids share a key with a probability of ~n²/2⁹⁷ (10⁻¹¹
 /// for a billion of them); the writer compares the stored event with the command in any case,
 /// so even then it refuses rather than mixes them up.
-#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Debug, Serialize, Deserialize)]
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Debug)]
 pub(crate) struct RequestKey([u8; 12]);
 
 impl RequestKey {
@@ -76,12 +76,39 @@ impl RequestKey {
     }
 }
 
+impl FixedWidth for RequestKey {
+    const WIDTH: usize = 12;
+    fn put(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(&self.0);
+    }
+    fn take(bytes: &[u8]) -> Self {
+        Self(
+            bytes
+                .try_into()
+                .expect("`take` is given exactly `WIDTH` bytes"),
+        )
+    }
+}
+
 /// A seq in 6 bytes, aligned to one: what lets a request index entry be 18 bytes instead of 24
 /// (~110 MiB at 10M events). A log of 2⁴⁸ events (~2.8 × 10¹⁴, petabytes of bodies) is out of
-/// reach. Checkpoints carry it as the seq it is.
-#[derive(Clone, Copy, PartialEq, Eq, Debug, Serialize, Deserialize)]
-#[serde(into = "u64", try_from = "u64")]
+/// reach. Checkpoints carry it in the same 6 bytes.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub(crate) struct Seq48([u8; 6]);
+
+impl FixedWidth for Seq48 {
+    const WIDTH: usize = 6;
+    fn put(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(&self.0);
+    }
+    fn take(bytes: &[u8]) -> Self {
+        Self(
+            bytes
+                .try_into()
+                .expect("`take` is given exactly `WIDTH` bytes"),
+        )
+    }
+}
 
 impl From<Seq48> for u64 {
     fn from(seq: Seq48) -> u64 {
@@ -114,8 +141,8 @@ impl Spread for RequestKey {
 #[derive(Clone, PartialEq, Eq, Debug, Serialize, Deserialize)]
 #[serde(transparent)]
 #[serde(bound(
-    serialize = "K: ShardKey, V: Copy + Serialize",
-    deserialize = "K: ShardKey, V: Copy + DeserializeOwned"
+    serialize = "K: ShardKey, V: FixedWidth",
+    deserialize = "K: ShardKey, V: FixedWidth"
 ))]
 pub(crate) struct Sharded<K: ShardKey, V: Copy> {
     #[serde(deserialize_with = "all_shards")]
@@ -212,7 +239,7 @@ impl<K: ShardKey, V: Copy + Eq> Sharded<K, V> {
     }
 }
 
-impl<K: ShardKey, V: Copy + Eq + Serialize> Piecewise for Sharded<K, V> {
+impl<K: ShardKey, V: FixedWidth + Eq> Piecewise for Sharded<K, V> {
     /// Starts a checkpoint of the index as it is now. Refused while another is under way.
     fn begin_capture(&self) -> Result<(), Error> {
         self.capture.begin(Capture {
@@ -227,7 +254,7 @@ impl<K: ShardKey, V: Copy + Eq + Serialize> Piecewise for Sharded<K, V> {
     /// (and then on).
     ///
     /// The bytes are this index's serialized form: the number of shards, then each shard as
-    /// a map. The shards' counts add up to the count at the start, or the checkpoint fails.
+    /// the byte string of its entries. The shards' counts add up to the count at the start, or the checkpoint fails.
     fn write_captured(&self, step: usize, out: &mut Vec<u8>) -> Result<bool, Error> {
         let mut guard = self.capture.lock();
         let capture = under_way(&mut guard)?;
@@ -243,10 +270,8 @@ impl<K: ShardKey, V: Copy + Eq + Serialize> Piecewise for Sharded<K, V> {
             // it was (None: not in the index then). In run order, as the shard itself is
             // written: read back without sorting.
             let entries = self.shards[at].sorted_with(&notes);
-            postcard::to_io(&entries.len(), &mut *out).map_err(checkpoint_failed)?;
-            for entry in &entries {
-                postcard::to_io(entry, &mut *out).map_err(checkpoint_failed)?;
-            }
+            postcard::to_io(serde_bytes::Bytes::new(&entry_bytes(&entries)), &mut *out)
+                .map_err(checkpoint_failed)?;
             written += entries.len();
             capture.next += 1;
         }
@@ -274,10 +299,10 @@ fn all_shards<'de, D, K, V>(deserializer: D) -> Result<Box<[Shard<K, V>]>, D::Er
 where
     D: serde::Deserializer<'de>,
     K: ShardKey,
-    V: Copy + DeserializeOwned,
+    V: FixedWidth,
 {
     struct Shards<K, V>(std::marker::PhantomData<(K, V)>);
-    impl<'de, K: ShardKey, V: Copy + DeserializeOwned> Visitor<'de> for Shards<K, V> {
+    impl<'de, K: ShardKey, V: FixedWidth> Visitor<'de> for Shards<K, V> {
         type Value = Box<[Shard<K, V>]>;
         fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
             write!(f, "{SHARDS} shards")
@@ -323,7 +348,7 @@ mod tests {
         value: impl Fn(&mut ChaCha8Rng) -> V,
     ) where
         K: ShardKey + std::fmt::Debug,
-        V: Copy + Eq + Serialize + DeserializeOwned + std::fmt::Debug,
+        V: FixedWidth + Eq + std::fmt::Debug,
     {
         check_read_in_pieces(
             cases,
@@ -414,18 +439,19 @@ mod tests {
     #[test]
     fn a_request_entry_is_18_bytes_and_its_seq_reads_back_as_it_was() {
         assert_eq!(std::mem::size_of::<(RequestKey, Seq48)>(), 18);
+        let key = RequestKey::of("baota-H1-1");
         for seq in [0, 1, 255, 256, 10_045_146, (1 << 40) + 7, (1 << 48) - 1] {
             let packed = Seq48::try_from(seq).unwrap();
             assert_eq!(u64::from(packed), seq);
-            // A checkpoint holds it as the u64 it is, and refuses one that does not fit.
-            let bytes = postcard::to_stdvec(&packed).unwrap();
-            assert_eq!(bytes, postcard::to_stdvec(&seq).unwrap());
-            assert_eq!(postcard::from_bytes::<Seq48>(&bytes).unwrap(), packed);
+            // A checkpoint holds an entry in the same 18 bytes.
+            let bytes = entry_bytes(&[(key, packed)]);
+            assert_eq!(bytes.len(), 18);
+            assert_eq!(bytes[12..], seq.to_be_bytes()[2..]);
+            assert_eq!(RequestKey::take(&bytes[..12]), key);
+            assert_eq!(Seq48::take(&bytes[12..]), packed);
         }
         for seq in [1 << 48, u64::MAX] {
             assert!(Seq48::try_from(seq).is_err());
-            let bytes = postcard::to_stdvec(&seq).unwrap();
-            assert!(postcard::from_bytes::<Seq48>(&bytes).is_err());
         }
     }
 
@@ -455,8 +481,7 @@ mod tests {
         let mut index = PersonIndex::default();
         index.insert(person(1), 1);
         for shards in [0, 1, SHARDS - 1, SHARDS + 1] {
-            let payload =
-                postcard::to_stdvec(&vec![HashMap::<u64, u32>::default(); shards]).unwrap();
+            let payload = postcard::to_stdvec(&vec![serde_bytes::ByteBuf::new(); shards]).unwrap();
             assert!(
                 postcard::from_bytes::<PersonIndex>(&payload).is_err(),
                 "{shards} shards were read"

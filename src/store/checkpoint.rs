@@ -1,7 +1,7 @@
 //! Checkpoint files: a snapshot of derived data, tied to the log position it was taken at.
 //!
 //! ```text
-//!   roll.checkpoint  =  "RSCKPT11" ‖ seq (u64 BE) ‖ hash(seq) (32) ‖ len (u64 BE)
+//!   roll.checkpoint  =  "RSCKPT12" ‖ seq (u64 BE) ‖ hash(seq) (32) ‖ len (u64 BE)
 //!                       ‖ SHA-256(payload) (32) ‖ payload (len bytes)
 //! ```
 //!
@@ -25,9 +25,10 @@ use crate::error::Error;
 /// timeline; `05`: numbers, dates and times compact, nothing borrowed from the input; `06`:
 /// seqs delta-encoded; `07`: the households after the indexes, so that a checkpoint can write
 /// them a piece at a time; `08`: the region trees too; `09`: the person index too, in
-/// shards; `10`: the request index too, as digests): a reader would only fail to decode an older payload and replay the log, but the
-/// header says so before anything is read.
-const MAGIC: &[u8; 8] = b"RSCKPT11";
+/// shards; `10`: the request index too, as digests; `11`: request digests of 12 bytes; `12`:
+/// each index shard as one string of fixed-width entries): a reader would only fail to decode
+/// an older payload and replay the log, but the header says so before anything is read.
+const MAGIC: &[u8; 8] = b"RSCKPT12";
 const FILE: &str = "roll.checkpoint";
 const HEADER: usize = 8 + 8 + 32 + 8 + 32;
 
