@@ -12,7 +12,7 @@
 //! the writers nothing: it simply falls behind and catches up from the log.
 //!
 //! ```text
-//!   checkpoint = postcard(Roll) tied to (seq, hash(seq))
+//!   checkpoint = postcard(Roll) in sections, tied to (seq, hash(seq))
 //!   open       = checkpoint (if the log has that hash at that seq) + replay of the tail
 //!                (read and decoded on a second thread while this one applies it)
 //! ```
@@ -230,11 +230,76 @@ pub(super) fn subscribe(
 /// checkpoint unreadable, and the start-up replay the log instead.
 const CHECKPOINT_ITEM_LIMIT: usize = 16 << 20;
 
-/// Decodes a roll from a checkpoint's payload as it is read.
-fn decode_roll(payload: impl std::io::Read) -> Result<Roll, postcard::Error> {
-    // Zeroed on allocation, so its pages cost memory only as far as items reach.
-    let mut scratch = vec![0u8; CHECKPOINT_ITEM_LIMIT];
-    postcard::from_io((payload, &mut scratch)).map(|(roll, _)| roll)
+/// Decodes a roll from a checkpoint's sections, side by side: each section is checked against
+/// its digest and decoded on whichever thread is free, the largest first, and the roll is put
+/// together from them.
+///
+/// One thread decoding the whole payload left the other core nearly idle during a clean
+/// restart (sled's open takes ~0.1–0.5 s then), and took 3.4–4.8 s at the scale run with
+/// request_ids (10M events) even once its index shards were read by slicing.
+fn decode_roll(sections: Vec<checkpoint::Section>) -> Result<Roll, String> {
+    if sections.len() != Roll::CHECKPOINT_SECTIONS {
+        return Err(format!(
+            "it has {} sections where a roll has {}",
+            sections.len(),
+            Roll::CHECKPOINT_SECTIONS
+        ));
+    }
+    // Popped from the end: the largest first, so that no thread is left with a large one
+    // when the others are done.
+    let mut queue: Vec<(usize, checkpoint::Section)> = sections.into_iter().enumerate().collect();
+    queue.sort_by_key(|(_, section)| section.len());
+    let queue = std::sync::Mutex::new(queue);
+    let decode = || {
+        // Zeroed on allocation, so its pages cost memory only as far as items reach.
+        let mut scratch = vec![0u8; CHECKPOINT_ITEM_LIMIT];
+        let mut decoded = Vec::new();
+        loop {
+            let next = queue
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .pop();
+            let Some((n, section)) = next else {
+                return decoded;
+            };
+            let section = match section.open() {
+                Ok(bytes) => Roll::decode_section(n, bytes, &mut scratch)
+                    .map_err(|e| format!("it does not decode ({e})")),
+                Err(checkpoint::Unusable::Damaged(why)) => Err(why),
+                Err(checkpoint::Unusable::Missing) => Err("it is gone".into()),
+            };
+            decoded.push((n, section));
+        }
+    };
+    let threads = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .min(Roll::CHECKPOINT_SECTIONS);
+    let mut decoded = std::thread::scope(|scope| {
+        // A thread that cannot be had leaves its share to the others.
+        let helpers: Vec<_> = (1..threads)
+            .filter_map(|i| {
+                std::thread::Builder::new()
+                    .name(format!("checkpoint-read-{i}"))
+                    .spawn_scoped(scope, decode)
+                    .ok()
+            })
+            .collect();
+        let mut decoded = decode();
+        for helper in helpers {
+            decoded.extend(
+                helper
+                    .join()
+                    .map_err(|_| "decoding a section panicked".to_string())?,
+            );
+        }
+        Ok::<_, String>(decoded)
+    })?;
+    decoded.sort_by_key(|(n, _)| *n);
+    let sections = decoded
+        .into_iter()
+        .map(|(_, section)| section)
+        .collect::<Result<_, _>>()?;
+    Roll::from_sections(sections)
 }
 
 /// A checkpoint as read from its file, before it is checked against the log.
@@ -251,12 +316,12 @@ enum Checkpoint {
 /// log opens.
 fn read_checkpoint(dir: &Path) -> Checkpoint {
     match checkpoint::read(dir) {
-        Ok((at, payload)) => Checkpoint::Read(
+        Ok((at, sections)) => Checkpoint::Read(
             at,
-            match decode_roll(payload) {
+            match decode_roll(sections) {
                 Ok(roll) if roll.head() == at.seq => Ok(Box::new(roll)),
                 Ok(_) => Err("its roll is not at its own seq".into()),
-                Err(e) => Err(format!("it does not decode ({e})")),
+                Err(why) => Err(why),
             },
         ),
         Err(checkpoint::Unusable::Missing) => Checkpoint::Missing,
@@ -584,26 +649,24 @@ pub fn draft_checkpoint<R: std::ops::Deref<Target = Roll>>(
         (head, draft, held.elapsed())
     };
     let mut piece = Vec::new();
-    let written = loop {
-        piece.clear();
-        let encoded = {
-            let roll = read();
-            let held = std::time::Instant::now();
-            let encoded = roll.continue_checkpoint(Roll::CHECKPOINT_STEP, &mut piece);
-            longest_hold = longest_hold.max(held.elapsed());
-            encoded
-        };
-        let done = match encoded {
-            Ok(done) => done,
-            Err(error) => break Err(error),
-        };
-        if let Err(error) = draft.encode(|out| out.write_all(&piece).map_err(checkpoint_failed)) {
-            break Err(error);
-        }
-        if done {
-            break Ok(());
+    let mut write_part = |part: usize| -> Result<(), Error> {
+        draft.end_section()?;
+        loop {
+            piece.clear();
+            let done = {
+                let roll = read();
+                let held = std::time::Instant::now();
+                let done = roll.continue_checkpoint(part, Roll::CHECKPOINT_STEP, &mut piece);
+                longest_hold = longest_hold.max(held.elapsed());
+                done?
+            };
+            draft.encode(|out| out.write_all(&piece).map_err(checkpoint_failed))?;
+            if done {
+                return Ok(());
+            }
         }
     };
+    let written = (0..Roll::CHECKPOINT_PARTS).try_for_each(&mut write_part);
     if written.is_err() {
         // Otherwise every later write would keep saving households and region entries for a
         // checkpoint that will never read them.
@@ -861,25 +924,76 @@ mod tests {
         }
     }
 
+    /// A checkpoint of the replay's roll as `draft_checkpoint` writes one, section by section,
+    /// `step` entries a piece, with `between` more commands applied after each piece.
+    fn checkpoint_sections(replay: &mut Replay, step: usize, between: usize) -> Vec<Vec<u8>> {
+        let mut first = Vec::new();
+        replay.roll.begin_checkpoint(&mut first).unwrap();
+        let mut sections = vec![first];
+        for part in 0..Roll::CHECKPOINT_PARTS {
+            let mut section = Vec::new();
+            while !replay
+                .roll
+                .continue_checkpoint(part, step, &mut section)
+                .unwrap()
+            {
+                replay.apply(between);
+            }
+            sections.push(section);
+        }
+        sections
+    }
+
+    /// The roll a start-up decodes from these sections, each read from a stream through a
+    /// scratch buffer of `scratch` bytes.
+    fn decoded(sections: &[Vec<u8>], scratch: usize) -> Result<Roll, String> {
+        let mut scratch = vec![0u8; scratch];
+        let sections = sections
+            .iter()
+            .enumerate()
+            .map(|(n, bytes)| Roll::decode_section(n, &bytes[..], &mut scratch))
+            .collect::<Result<_, _>>()?;
+        Roll::from_sections(sections)
+    }
+
     /// Every type a roll holds must survive the checkpoint's encoding, which does not describe
     /// itself: a field that serde skips when empty would not decode.
     #[test]
     fn a_full_roll_survives_the_checkpoint_encoding() {
         let mut replay = Replay::of_demo();
         replay.apply(3_000);
-        let roll = &replay.roll;
-        let bytes = postcard::to_stdvec(roll).unwrap();
-        let decoded: Roll = postcard::from_bytes(&bytes).unwrap();
-        assert_eq!(&decoded, roll);
-        // Read as a start-up reads it, from a stream through one small buffer: this fails if
-        // anything in a roll borrows from its input (each borrow would keep its bytes).
-        let mut scratch = vec![0u8; 4096];
-        let (streamed, _) = postcard::from_io::<Roll, _>((&bytes[..], &mut scratch)).unwrap();
-        assert_eq!(&streamed, roll);
-        assert!(
-            bytes.len() > 100 * scratch.len(),
-            "the roll outgrows the buffer"
+        let roll = replay.roll.clone();
+        let bytes = postcard::to_stdvec(&roll).unwrap();
+        let decoded_whole: Roll = postcard::from_bytes(&bytes).unwrap();
+        assert_eq!(decoded_whole, roll);
+        // Read as a start-up reads it, section by section from a stream through one small
+        // buffer: this fails if anything in a roll borrows from its input (each borrow would
+        // keep its bytes).
+        let sections = checkpoint_sections(&mut replay, Roll::CHECKPOINT_STEP, 0);
+        assert_eq!(
+            sections.concat(),
+            bytes,
+            "the sections are the roll's encoding"
         );
+        assert_eq!(decoded(&sections, 4096).unwrap(), roll);
+        assert!(bytes.len() > 100 * 4096, "the roll outgrows the buffer");
+        // A section of another kind than the one expected there, or cut short, or running on,
+        // is refused, never read as something else. (Two region trees swapped would read: the
+        // table's digest keeps sections in their order, and this is about decoding.)
+        let mut swapped = sections.clone();
+        swapped.swap(2, 5);
+        let mut short = sections.clone();
+        short[5].pop();
+        let mut long = sections.clone();
+        long[1].push(0);
+        for (case, sections) in [
+            ("swapped", swapped),
+            ("short", short),
+            ("long", long),
+            ("missing", sections[..5].to_vec()),
+        ] {
+            assert!(decoded(&sections, 4096).is_err(), "{case}");
+        }
     }
 
     /// A checkpoint written a piece at a time, with writes in between that change households
@@ -901,15 +1015,10 @@ mod tests {
             let mut replay = Replay::of_demo();
             replay.apply(12_000);
             let began = replay.roll.clone();
-            let mut payload = Vec::new();
-            replay.roll.begin_checkpoint(&mut payload).unwrap();
-            let mut pieces = 0;
-            while !replay.roll.continue_checkpoint(step, &mut payload).unwrap() {
-                pieces += 1;
-                replay.apply(between);
-            }
-            let case = format!("{step} a piece, {between} commands between ({pieces} pieces)");
-            check_payload(&case, &payload, &began, &replay.roll, between > 0);
+            let sections = checkpoint_sections(&mut replay, step, between);
+            let case = format!("{step} a piece, {between} commands between");
+            check_payload(&case, &sections.concat(), &began, &replay.roll, between > 0);
+            assert!(decoded(&sections, 1 << 20).expect(&case) == began, "{case}");
             // The checkpoint ended with its last piece: another may begin.
             replay.roll.begin_checkpoint(&mut Vec::new()).expect(&case);
         }
@@ -935,22 +1044,15 @@ mod tests {
             .map(|event| serde_json::to_vec(event).unwrap())
             .collect();
         log.append(&bodies).unwrap();
-        // The indexes and household count at seq 2,000, the households as of 3,000.
-        let mut payload = Vec::new();
-        at.begin_checkpoint(&mut payload).unwrap();
+        // The indexes at seq 2,000, the rest as of 3,000.
+        let mut first = Vec::new();
+        at.begin_checkpoint(&mut first).unwrap();
         at.end_checkpoint();
-        replay.roll.begin_checkpoint(&mut Vec::new()).unwrap();
-        replay
-            .roll
-            .continue_checkpoint(at.households(), &mut payload)
-            .unwrap();
-        replay.roll.end_checkpoint();
+        let mut sections = checkpoint_sections(&mut replay, usize::MAX, 0);
+        sections[0] = first;
         let head = checkpoint_head(&log, &at).unwrap();
-        checkpoint::write(dir.path(), head, |out| {
-            out.write_all(&payload)
-                .map_err(|e| Error::Io(e.to_string()))
-        })
-        .unwrap();
+        let sections: Vec<&[u8]> = sections.iter().map(Vec::as_slice).collect();
+        checkpoint::write(dir.path(), head, &sections).unwrap();
 
         let (loaded, from) = load_roll(&log).unwrap();
         assert_eq!(from.how, "replayed 3000 events");
@@ -1053,7 +1155,7 @@ mod tests {
         assert!(matches!(refused, Err(Error::Unavailable(_))), "{refused:?}");
         replay.roll.end_checkpoint();
         assert!(matches!(
-            replay.roll.continue_checkpoint(10, &mut Vec::new()),
+            replay.roll.continue_checkpoint(0, 10, &mut Vec::new()),
             Err(Error::Unavailable(_))
         ));
         replay.roll.begin_checkpoint(&mut Vec::new()).unwrap();

@@ -275,6 +275,32 @@ struct Indexes<'a> {
     recorded: &'a [(DateTime<Utc>, u64)],
 }
 
+/// One section of a checkpoint, decoded: [`Roll::from_sections`] puts a roll together from
+/// them, in order.
+pub struct RollSection(Section);
+
+enum Section {
+    Indexes {
+        head: u64,
+        tallies: BTreeMap<(RegionCode, Group), StatsRow>,
+        recorded: Vec<(DateTime<Utc>, u64)>,
+    },
+    Requests(Sharded<RequestKey, Seq48>),
+    Persons(Sharded<u64, u32>),
+    ByRegion(RosterIndex),
+    Former(RosterIndex),
+    Households(Households),
+}
+
+/// The first fields of a [`Roll`] as read back.
+#[derive(Deserialize)]
+struct ReadIndexes {
+    head: u64,
+    tallies: BTreeMap<(RegionCode, Group), StatsRow>,
+    #[serde(with = "recorded_form")]
+    recorded: Vec<(DateTime<Utc>, u64)>,
+}
+
 /// The same bytes as a checkpoint's payload (postcard writes a tuple as its items one after
 /// the other, like a struct's fields), so that a roll encoded whole decodes as `Roll`.
 impl Serialize for Roll {
@@ -313,6 +339,75 @@ where
 }
 
 impl Roll {
+    /// Decodes section `n` of a checkpoint (of [`Roll::CHECKPOINT_SECTIONS`]) from `bytes`,
+    /// which must hold it and nothing after it; `scratch` holds any one item read (a packed
+    /// state, a shard), reused from item to item. Sections decode independently of each
+    /// other, so a start-up reads them side by side.
+    pub fn decode_section(
+        n: usize,
+        bytes: impl std::io::Read,
+        scratch: &mut [u8],
+    ) -> Result<RollSection, String> {
+        fn read<T: serde::de::DeserializeOwned>(
+            bytes: impl std::io::Read,
+            scratch: &mut [u8],
+        ) -> Result<T, String> {
+            let (read, (mut rest, _)) =
+                postcard::from_io((bytes, scratch)).map_err(|e| e.to_string())?;
+            match rest.read(&mut [0]) {
+                Ok(0) => Ok(read),
+                Ok(_) => Err("bytes follow what it holds".into()),
+                Err(e) => Err(e.to_string()),
+            }
+        }
+        let section = match n {
+            0 => {
+                let ReadIndexes {
+                    head,
+                    tallies,
+                    recorded,
+                } = read(bytes, scratch)?;
+                Section::Indexes {
+                    head,
+                    tallies,
+                    recorded,
+                }
+            }
+            1 => Section::Requests(read(bytes, scratch)?),
+            2 => Section::Persons(read(bytes, scratch)?),
+            3 => Section::ByRegion(read(bytes, scratch)?),
+            4 => Section::Former(read(bytes, scratch)?),
+            5 => Section::Households(read(bytes, scratch)?),
+            _ => return Err(format!("a roll has {} sections", Self::CHECKPOINT_SECTIONS)),
+        };
+        Ok(RollSection(section))
+    }
+
+    /// The roll whose checkpoint's sections, in order, are `sections`.
+    pub fn from_sections(sections: Vec<RollSection>) -> Result<Roll, String> {
+        let sections: Vec<Section> = sections.into_iter().map(|s| s.0).collect();
+        let Ok(
+            [Section::Indexes {
+                head,
+                tallies,
+                recorded,
+            }, Section::Requests(requests), Section::Persons(persons), Section::ByRegion(by_region), Section::Former(former), Section::Households(households)],
+        ) = <[Section; Self::CHECKPOINT_SECTIONS]>::try_from(sections)
+        else {
+            return Err("its sections are not a roll's, in a roll's order".into());
+        };
+        Ok(Roll {
+            head,
+            tallies,
+            recorded,
+            requests,
+            persons,
+            by_region,
+            former,
+            households,
+        })
+    }
+
     /// The seq of the last event applied.
     pub fn head(&self) -> u64 {
         self.head
@@ -333,10 +428,12 @@ impl Roll {
     ///
     /// ```text
     ///   roll lock:  [begin]  writes  [piece]  writes  [piece] …
-    ///   payload:     head tallies recorded │ requests │ persons │ by_region │ former │ households
-    ///                └─ written by begin ─┘ └──── ~4,096 entries a piece, as at begin ─────────┘
+    ///   sections:   head tallies recorded │ requests │ persons │ by_region │ former │ households
+    ///               └─ written by begin ─┘ └─── part 0 … part 4, ~4,096 entries a piece ─────┘
     /// ```
     ///
+    /// Each is a section of the checkpoint, so that a start-up decodes them side by side
+    /// ([`Roll::decode_section`]); one after the other, they are the roll's serialized form.
     /// The caller holds the roll's lock against writes during each call, not between them, so
     /// that writes wait for one piece, not for the whole roll (~2 s at 10M events). Every call
     /// after this one must continue or end it.
@@ -365,18 +462,36 @@ impl Roll {
     /// ~3 ms under load, while writes wait.
     pub const CHECKPOINT_STEP: usize = 4_096;
 
-    /// Encodes up to `step` more entries of the checkpoint begun by
-    /// [`Roll::begin_checkpoint`] onto `piece` (the request and person indexes', the region
-    /// trees', then the households'), each as it was then, for the caller to write out once it has released
-    /// the roll; true once every entry is encoded (and the checkpoint has ended).
-    pub fn continue_checkpoint(&self, step: usize, piece: &mut Vec<u8>) -> Result<bool, Error> {
-        for part in self.piecewise() {
-            if !part.write_captured(step, piece)? {
-                return Ok(false);
-            }
+    /// The parts [`Roll::continue_checkpoint`] writes, each a section after the first fields'.
+    pub const CHECKPOINT_PARTS: usize = 5;
+
+    /// The sections of a checkpoint of a roll: the first fields', then one for each part.
+    pub const CHECKPOINT_SECTIONS: usize = 1 + Self::CHECKPOINT_PARTS;
+
+    /// Encodes up to `step` more entries of `part` (the request index, the person index, the
+    /// two region trees, the households: 0 to 4, each until it is done, in that order) of the
+    /// checkpoint begun by [`Roll::begin_checkpoint`] onto `piece`, each as it was then, for
+    /// the caller to write out once it has released the roll; true once every entry of the
+    /// part is encoded (and the checkpoint has ended, after the last part).
+    pub fn continue_checkpoint(
+        &self,
+        part: usize,
+        step: usize,
+        piece: &mut Vec<u8>,
+    ) -> Result<bool, Error> {
+        let parts = self.piecewise();
+        let Some(writing) = parts.get(part) else {
+            return Err(checkpoint_failed(format!(
+                "a roll has {} parts, not {}",
+                parts.len(),
+                part + 1
+            )));
+        };
+        let done = writing.write_captured(step, piece)?;
+        if done && part + 1 == parts.len() {
+            self.end_checkpoint();
         }
-        self.end_checkpoint();
-        Ok(true)
+        Ok(done)
     }
 
     /// Ends the checkpoint under way, if any (abandoned after an error, or written).
@@ -387,7 +502,7 @@ impl Roll {
     }
 
     /// What a checkpoint writes a piece at a time, in the payload's order (the fields' order).
-    fn piecewise(&self) -> [&dyn Piecewise; 5] {
+    fn piecewise(&self) -> [&dyn Piecewise; Self::CHECKPOINT_PARTS] {
         [
             &self.requests,
             &self.persons,

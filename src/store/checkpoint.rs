@@ -1,15 +1,21 @@
 //! Checkpoint files: a snapshot of derived data, tied to the log position it was taken at.
 //!
 //! ```text
-//!   roll.checkpoint  =  "RSCKPT12" ‖ seq (u64 BE) ‖ hash(seq) (32) ‖ len (u64 BE)
-//!                       ‖ SHA-256(payload) (32) ‖ payload (len bytes)
+//!   roll.checkpoint  =  "RSCKPT13" ‖ seq (u64 BE) ‖ hash(seq) (32) ‖ len (u64 BE)
+//!                       ‖ SHA-256(table) (32) ‖ payload (len bytes)
+//!   payload          =  section₁ ‖ … ‖ sectionₙ ‖ table
+//!   table            =  (len (u64 BE) ‖ SHA-256(section)) for each section ‖ n (u32 BE)
 //! ```
+//!
+//! The payload is in sections so that a reader can check and decode them side by side, each
+//! from its own place in the file: the table at the end says where each starts, and each has
+//! its own digest. The header's digest covers the table, so every byte is covered by one.
 //!
 //! A checkpoint is written to a temporary file, fsynced, renamed over the old one and the
 //! directory fsynced, so that a crash leaves either the old checkpoint or the new one. It is
 //! only ever a shortcut: the log is the truth, and a checkpoint that is missing, damaged, or
 //! tied to a position whose hash the log does not have is ignored (the caller replays the log).
-//! This module knows bytes, not what the payload means.
+//! This module knows bytes and sections, not what they mean.
 
 use std::fs::{self, File};
 use std::io::{BufReader, BufWriter, Read, Seek, SeekFrom, Write};
@@ -26,25 +32,27 @@ use crate::error::Error;
 /// seqs delta-encoded; `07`: the households after the indexes, so that a checkpoint can write
 /// them a piece at a time; `08`: the region trees too; `09`: the person index too, in
 /// shards; `10`: the request index too, as digests; `11`: request digests of 12 bytes; `12`:
-/// each index shard as one string of fixed-width entries): a reader would only fail to decode
-/// an older payload and replay the log, but the header says so before anything is read.
-const MAGIC: &[u8; 8] = b"RSCKPT12";
+/// each index shard as one string of fixed-width entries; `13`: the payload in sections): a
+/// reader would only fail to decode an older payload and replay the log, but the header says
+/// so before anything is read.
+const MAGIC: &[u8; 8] = b"RSCKPT13";
 const FILE: &str = "roll.checkpoint";
 const HEADER: usize = 8 + 8 + 32 + 8 + 32;
+/// A section's line in the table: its length and its digest.
+const LINE: usize = 8 + 32;
 
 fn path(dir: &Path) -> PathBuf {
     dir.join(FILE)
 }
 
-/// Writes the payload that `encode` streams as the checkpoint at `head`, atomically and
-/// durably: [`Draft::create`], [`Draft::encode`], [`Draft::commit`] in one go.
-pub fn write(
-    dir: &Path,
-    head: Head,
-    encode: impl FnOnce(&mut dyn Write) -> Result<(), Error>,
-) -> Result<(), Error> {
+/// Writes `sections` as the checkpoint at `head`, atomically and durably: [`Draft::create`],
+/// [`Draft::encode`] and [`Draft::end_section`] for each, [`Draft::commit`], in one go.
+pub fn write(dir: &Path, head: Head, sections: &[&[u8]]) -> Result<(), Error> {
     let mut draft = Draft::create(dir, head)?;
-    draft.encode(encode)?;
+    for section in sections {
+        draft.encode(|out| out.write_all(section).map_err(|e| io("write", e)))?;
+        draft.end_section()?;
+    }
     draft.commit()
 }
 
@@ -54,14 +62,17 @@ fn io(what: &str, e: std::io::Error) -> Error {
 
 /// A checkpoint being written, in steps so that a caller can release what it encodes (the
 /// roll's lock) between pieces and before the slow part: the payload streams to the file as it
-/// is produced (hashed and counted on the way), and [`Draft::commit`] then fills in the
-/// header's length and digest, syncs, and renames. The payload never exists twice in memory.
+/// is produced (hashed and counted on the way, section by section), and [`Draft::commit`] then
+/// writes the table and fills in the header's length and digest, syncs, and renames. The
+/// payload never exists twice in memory.
 pub struct Draft {
     dir: PathBuf,
     temporary: PathBuf,
     /// Buffered before the digest, so that the hash and the file see megabytes at a time
     /// instead of each of the encoder's many small writes.
     out: BufWriter<Digesting<File>>,
+    /// The sections ended so far, as the table lists them.
+    table: Vec<u8>,
 }
 
 impl Draft {
@@ -87,11 +98,12 @@ impl Draft {
                     len: 0,
                 },
             ),
+            table: Vec::new(),
         })
     }
 
-    /// Streams the payload, or its next piece, into the file (into the page cache; nothing is
-    /// synced yet).
+    /// Streams the current section, or its next piece, into the file (into the page cache;
+    /// nothing is synced yet).
     pub fn encode<T>(
         &mut self,
         encode: impl FnOnce(&mut dyn Write) -> Result<T, Error>,
@@ -99,17 +111,36 @@ impl Draft {
         encode(&mut self.out)
     }
 
-    /// Completes the header, syncs the file, and moves it over the old checkpoint.
-    pub fn commit(self) -> Result<(), Error> {
-        let Digesting {
-            inner: mut file,
-            digest,
-            len,
-        } = self
+    /// Ends the current section: what is encoded next starts another.
+    pub fn end_section(&mut self) -> Result<(), Error> {
+        self.out.flush().map_err(|e| io("write", e))?;
+        let written = self.out.get_mut();
+        let digest = std::mem::replace(&mut written.digest, Sha256::new()).finalize();
+        self.table
+            .extend_from_slice(&std::mem::take(&mut written.len).to_be_bytes());
+        self.table.extend_from_slice(&digest);
+        Ok(())
+    }
+
+    /// Writes the table after the sections ended (what was encoded since the last
+    /// [`Draft::end_section`] is a section too, if there is any), completes the header, syncs
+    /// the file, and moves it over the old checkpoint.
+    pub fn commit(mut self) -> Result<(), Error> {
+        if self.out.get_ref().len > 0 || !self.out.buffer().is_empty() {
+            self.end_section()?;
+        }
+        let sections = u32::try_from(self.table.len() / LINE)
+            .map_err(|_| Error::Io("checkpoint: more than 2³² sections".into()))?;
+        let mut table = std::mem::take(&mut self.table);
+        table.extend_from_slice(&sections.to_be_bytes());
+        let mut file = self
             .out
             .into_inner()
-            .map_err(|e| io("write", e.into_error()))?;
-        let digest: Hash = digest.finalize().into();
+            .map_err(|e| io("write", e.into_error()))?
+            .inner;
+        file.write_all(&table).map_err(|e| io("write", e))?;
+        let len = file.stream_position().map_err(|e| io("seek", e))? - HEADER as u64;
+        let digest: Hash = Sha256::digest(&table).into();
         file.seek(SeekFrom::Start(48)).map_err(|e| io("seek", e))?;
         file.write_all(&len.to_be_bytes())
             .and_then(|()| file.write_all(&digest))
@@ -150,7 +181,67 @@ pub enum Unusable {
     Damaged(String),
 }
 
-/// A checkpoint's payload, checked against its digest: read it once, from the start.
+fn cannot(e: std::io::Error) -> Unusable {
+    Unusable::Damaged(format!("cannot read it: {e}"))
+}
+
+/// One section of a checkpoint, not yet read: where it is, and its digest. It has its own
+/// handle on the file, so that sections can be read on threads of their own.
+pub struct Section {
+    file: File,
+    start: u64,
+    len: u64,
+    digest: Hash,
+}
+
+impl Section {
+    pub fn len(&self) -> u64 {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Checks the section against its digest, in a pass that holds one buffer, so that a
+    /// decoder only sees bytes this code wrote (a checkpoint's counts size its allocations);
+    /// then gives its bytes to be read as they are decoded, never held whole (a section is
+    /// up to hundreds of megabytes for a national roll, and a restart also builds the roll
+    /// from it).
+    pub fn open(mut self) -> Result<Payload, Unusable> {
+        self.file
+            .seek(SeekFrom::Start(self.start))
+            .map_err(cannot)?;
+        let mut digest = Sha256::new();
+        let mut buffer = vec![0u8; 1 << 20];
+        let mut left = self.len;
+        while left > 0 {
+            let want = buffer
+                .len()
+                .min(usize::try_from(left).unwrap_or(usize::MAX));
+            let n = self.file.read(&mut buffer[..want]).map_err(cannot)?;
+            if n == 0 {
+                return Err(Unusable::Damaged("a section ends early".into()));
+            }
+            digest.update(&buffer[..n]);
+            left -= n as u64;
+        }
+        if digest.finalize()[..] != self.digest {
+            return Err(Unusable::Damaged(
+                "a section does not match its digest".into(),
+            ));
+        }
+        self.file
+            .seek(SeekFrom::Start(self.start))
+            .map_err(cannot)?;
+        Ok(Payload(BufReader::with_capacity(
+            1 << 20,
+            self.file.take(self.len),
+        )))
+    }
+}
+
+/// A checked section's bytes: read it once, from the start.
 ///
 /// The buffer is the outer layer, and `read_exact` goes straight to it: the decoder reads a
 /// few bytes at a time (a varint, a 16-byte key), and through `Take` first, or through the
@@ -168,14 +259,9 @@ impl Read for Payload {
     }
 }
 
-/// Reads the checkpoint's header and checks its payload against its digest; the payload is
-/// then read from the file as it is decoded, never held whole (it is hundreds of megabytes for
-/// a national roll, and a restart also builds the roll from it).
-///
-/// The digest is checked first, in a pass that holds one buffer, so that a decoder only sees
-/// bytes this code wrote: a checkpoint's counts size its allocations.
-pub fn read(dir: &Path) -> Result<(Head, Payload), Unusable> {
-    let cannot = |e: std::io::Error| Unusable::Damaged(format!("cannot read it: {e}"));
+/// Reads the checkpoint's header and its table of sections, checked against the header's
+/// digest; each section is checked against its own digest when it is opened.
+pub fn read(dir: &Path) -> Result<(Head, Vec<Section>), Unusable> {
     let mut file = match File::open(path(dir)) {
         Ok(file) => file,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(Unusable::Missing),
@@ -193,36 +279,53 @@ pub fn read(dir: &Path) -> Result<(Head, Payload), Unusable> {
             String::from_utf8_lossy(MAGIC)
         )));
     }
-    let u64_at = |at: usize| {
+    let u64_at = |bytes: &[u8], at: usize| {
         let mut b = [0u8; 8];
-        b.copy_from_slice(&header[at..at + 8]);
+        b.copy_from_slice(&bytes[at..at + 8]);
         u64::from_be_bytes(b)
     };
-    let seq = u64_at(8);
+    let seq = u64_at(&header, 8);
     let mut hash = GENESIS;
     hash.copy_from_slice(&header[16..48]);
-    let len = u64_at(48);
-    let mut digest = Sha256::new();
-    let mut buffer = vec![0u8; 1 << 20];
-    let mut seen = 0u64;
-    loop {
-        let n = file.read(&mut buffer).map_err(cannot)?;
-        if n == 0 {
-            break;
-        }
-        digest.update(&buffer[..n]);
-        seen += n as u64;
-    }
-    if seen != len {
+    let len = u64_at(&header, 48);
+    let size = file.metadata().map_err(cannot)?.len();
+    if size.checked_sub(HEADER as u64) != Some(len) || len < 4 {
         return Err(damaged("its length is not the one its header gives"));
     }
-    let digest: Hash = digest.finalize().into();
-    if digest[..] != header[56..88] {
-        return Err(damaged("its payload does not match its digest"));
+    let mut count = [0u8; 4];
+    file.seek(SeekFrom::End(-4))
+        .and_then(|_| file.read_exact(&mut count))
+        .map_err(cannot)?;
+    let sections = u64::from(u32::from_be_bytes(count));
+    let table_len = sections * LINE as u64 + 4;
+    if table_len > len {
+        return Err(damaged("its table of sections is longer than it"));
     }
-    file.seek(SeekFrom::Start(HEADER as u64)).map_err(cannot)?;
-    let payload = BufReader::with_capacity(1 << 20, file.take(len));
-    Ok((Head { seq, hash }, Payload(payload)))
+    let mut table = vec![0u8; table_len as usize];
+    file.seek(SeekFrom::Start(HEADER as u64 + len - table_len))
+        .and_then(|_| file.read_exact(&mut table))
+        .map_err(cannot)?;
+    if Sha256::digest(&table)[..] != header[56..88] {
+        return Err(damaged("its table of sections does not match its digest"));
+    }
+    let mut start = HEADER as u64;
+    let mut read = Vec::new();
+    for line in table[..table.len() - 4].chunks_exact(LINE) {
+        let len = u64_at(line, 0);
+        let mut digest = GENESIS;
+        digest.copy_from_slice(&line[8..]);
+        read.push(Section {
+            file: File::open(path(dir)).map_err(cannot)?,
+            start,
+            len,
+            digest,
+        });
+        start = start.saturating_add(len);
+    }
+    if start != HEADER as u64 + len - table_len {
+        return Err(damaged("its sections do not add up to its length"));
+    }
+    Ok((Head { seq, hash }, read))
 }
 
 /// Removes the checkpoint, if there is one.
@@ -238,39 +341,88 @@ pub fn remove(dir: &Path) -> Result<(), Error> {
 mod tests {
     use super::*;
 
+    fn sections_read(dir: &Path) -> Result<(Head, Vec<Vec<u8>>), Unusable> {
+        let (head, sections) = read(dir)?;
+        let bytes = sections
+            .into_iter()
+            .map(|section| {
+                let mut bytes = Vec::new();
+                section.open()?.read_to_end(&mut bytes).map_err(cannot)?;
+                Ok(bytes)
+            })
+            .collect::<Result<_, Unusable>>()?;
+        Ok((head, bytes))
+    }
+
+    fn damaged(read: Result<(Head, Vec<Vec<u8>>), Unusable>) -> String {
+        match read {
+            Err(Unusable::Damaged(why)) => why,
+            other => panic!("read as {other:?}"),
+        }
+    }
+
     #[test]
-    fn round_trip_and_damage() {
+    fn sections_round_trip_and_any_damage_is_seen() {
         let dir = tempfile::tempdir().unwrap();
         assert!(matches!(read(dir.path()), Err(Unusable::Missing)));
         let head = Head {
             seq: 42,
             hash: [7; 32],
         };
-        write(dir.path(), head, |out| {
-            out.write_all(b"pay").unwrap();
-            out.write_all(b"load").unwrap();
-            Ok(())
-        })
-        .unwrap();
-        let (read_head, mut payload) = read(dir.path()).unwrap();
-        let mut bytes = Vec::new();
-        payload.read_to_end(&mut bytes).unwrap();
-        assert_eq!((read_head, bytes), (head, b"payload".to_vec()));
+        // No sections, one, several with an empty one among them.
+        let cases: [&[&[u8]]; 3] = [&[], &[b"payload"], &[b"pay", b"", b"load", &[0; 5000]]];
+        for sections in cases {
+            write(dir.path(), head, sections).unwrap();
+            let (read_head, read) = sections_read(dir.path()).unwrap();
+            assert_eq!(read_head, head);
+            assert_eq!(read, sections);
+        }
+        // Pieces encoded one after the other make one section; what follows the last
+        // `end_section` is a section too.
+        let mut draft = Draft::create(dir.path(), head).unwrap();
+        for piece in [&b"pay"[..], b"load", b"|", b"next"] {
+            draft
+                .encode(|out| out.write_all(piece).map_err(|e| io("write", e)))
+                .unwrap();
+            if piece == b"|" {
+                draft.end_section().unwrap();
+            }
+        }
+        draft.commit().unwrap();
+        assert_eq!(
+            sections_read(dir.path()).unwrap().1,
+            [&b"payload|"[..], b"next"]
+        );
+
+        // Every byte of the file is covered: flip any one and the checkpoint is refused,
+        // when read or when its section is opened.
         let file = path(dir.path());
-        let mut bytes = fs::read(&file).unwrap();
-        let last = bytes.len() - 1;
-        bytes[last] ^= 1;
-        fs::write(&file, &bytes).unwrap();
-        assert!(matches!(read(dir.path()), Err(Unusable::Damaged(_))));
-        fs::write(&file, &bytes[..20]).unwrap();
-        assert!(matches!(read(dir.path()), Err(Unusable::Damaged(_))));
+        let good = fs::read(&file).unwrap();
+        for at in 0..good.len() {
+            let mut bytes = good.clone();
+            bytes[at] ^= 1;
+            fs::write(&file, &bytes).unwrap();
+            let read = sections_read(dir.path());
+            // The seq and hash are not checked here, but against the log.
+            if (8..48).contains(&at) {
+                assert_ne!(read.unwrap().0, head);
+            } else {
+                damaged(read);
+            }
+        }
+        // Cut short anywhere.
+        for len in [0, 20, HEADER, good.len() - 1] {
+            fs::write(&file, &good[..len]).unwrap();
+            damaged(sections_read(dir.path()));
+        }
         // An older version's checkpoint is unusable, and says why.
-        bytes[..8].copy_from_slice(b"RSCKPT01");
-        fs::write(&file, &bytes).unwrap();
-        let older = read(dir.path()).err();
+        let mut older = good.clone();
+        older[..8].copy_from_slice(b"RSCKPT01");
+        fs::write(&file, &older).unwrap();
+        let why = damaged(sections_read(dir.path()));
         assert!(
-            matches!(&older, Some(Unusable::Damaged(why)) if why.contains("another version of rollstore (RSCKPT01")),
-            "{older:?}"
+            why.contains("another version of rollstore (RSCKPT01"),
+            "{why}"
         );
         remove(dir.path()).unwrap();
         assert!(matches!(read(dir.path()), Err(Unusable::Missing)));
