@@ -300,7 +300,7 @@ struct ServeArgs {
     /// that a restart replays at most about this many, after a crash too (events replayed at a
     /// start-up count toward the next one). At 10M events a restart after a crash takes 2–3.5 s
     /// (sled's open beside the checkpoint's decoding) plus ~3 µs for each event replayed:
-    /// 4.6–6.4 s with the default (~900,000 replayed), 3.9 s with 500,000 (one run, with the
+    /// 4.9–6.2 s with the default (~900,000 replayed), 3.9 s with 500,000 (one run, with the
     /// replay at ~4 µs an event then). Each checkpoint there is 1–9 s of background
     /// work (writes wait only for one piece of it at a time), and writes made while one runs
     /// are noted in memory until it ends: with 500,000 one bulk load of 10M events ran ~10%

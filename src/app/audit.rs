@@ -329,13 +329,15 @@ fn read_checkpoint(dir: &Path) -> Checkpoint {
     }
 }
 
-/// Opens the log and loads the roll, reading the checkpoint on a second thread while sled
+/// Opens the log and loads the roll, decoding the checkpoint on other threads while sled
 /// opens: sled 0.34.7 writes its snapshot only when it opens, so the first open after a long
-/// run re-reads everything written since (1.5–3.3 s after writing 10M events, once ~7 s), and
-/// the checkpoint takes 1.4–1.9 s to decode at that size (`log_opened_ms` and
+/// run re-reads everything written since (1.5–3.6 s after writing 10M events, once ~7 s), and
+/// the checkpoint takes ~1.3–2.3 s to decode at that size (`log_opened_ms` and
 /// `checkpoint_read_ms` in the start-up's log line); side by side, a start-up waits for the
-/// longer of the two. The checkpoint is still checked against the log before anything is
-/// served.
+/// longer of the two. (Decoding on one thread while sled opened, and on this one too once it
+/// was open, so that the two did not share the two cores three ways, was no faster: served in
+/// 4.6–5.2 s against 4.1–5.9 s, `ROUNDS=4 benches/start-up.sh` on a store crashed at 10M
+/// events.) The checkpoint is still checked against the log before anything is served.
 pub fn open_with_roll(dir: &Path) -> Result<(Log, Roll, LoadedFrom), Error> {
     let timed = |read: &dyn Fn() -> Checkpoint| {
         let began = Instant::now();
@@ -1058,6 +1060,55 @@ mod tests {
         assert_eq!(from.how, "replayed 3000 events");
         assert_eq!(from.checkpoint_seq, 0);
         assert!(loaded == replay.roll, "the replayed roll is not the log's");
+    }
+
+    /// A start-up uses a whole checkpoint, and replays the log instead of one with any byte
+    /// of a section or of its table damaged: it never builds a roll from damaged bytes.
+    #[test]
+    fn a_checkpoint_with_a_damaged_section_gives_way_to_a_replay() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut replay = Replay::of_demo();
+        replay.apply(3_000);
+        let bodies: Vec<Vec<u8>> = replay
+            .log
+            .0
+            .borrow()
+            .iter()
+            .map(|event| serde_json::to_vec(event).unwrap())
+            .collect();
+        {
+            let log = Log::open(dir.path()).unwrap();
+            log.append(&bodies).unwrap();
+            write_checkpoint(&log, &replay.roll).unwrap();
+            let (loaded, from) = load_roll(&log).unwrap();
+            assert_eq!(from.checkpoint_seq, 3_000);
+            assert!(loaded == replay.roll);
+        }
+        let file = dir.path().join("roll.checkpoint");
+        let good = std::fs::read(&file).unwrap();
+        let len = good.len();
+        // Across the sections (the households last and largest), and in the table at the end.
+        for at in [
+            100,
+            len / 5,
+            len / 3,
+            len / 2,
+            3 * len / 4,
+            len - 300,
+            len - 50,
+            len - 1,
+        ] {
+            let mut bytes = good.clone();
+            bytes[at] ^= 0x20;
+            std::fs::write(&file, &bytes).unwrap();
+            let (_log, loaded, from) = open_with_roll(dir.path()).unwrap();
+            assert_eq!(from.checkpoint_seq, 0, "byte {at} of {len}");
+            assert!(loaded == replay.roll, "byte {at} of {len}");
+        }
+        std::fs::write(&file, &good).unwrap();
+        let (_log, loaded, from) = open_with_roll(dir.path()).unwrap();
+        assert_eq!(from.checkpoint_seq, 3_000);
+        assert!(loaded == replay.roll);
     }
 
     /// The read-ahead hands over the log as a scan in place reads it, across its hand-offs:

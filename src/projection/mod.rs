@@ -240,9 +240,10 @@ pub type RosterKey = (RegionCode, HouseholdId);
 
 /// The register at the head of the log.
 ///
-/// Its serialized form (a checkpoint's payload) is its fields in the order here: first what a
-/// checkpoint writes in one piece, then the region trees and the households, which it writes
-/// a few thousand entries at a time (see [`Roll::begin_checkpoint`]).
+/// Its serialized form (a checkpoint's sections, one after the other) is its fields in the
+/// order here: first what a checkpoint writes in one piece, then the indexes, the region trees
+/// and the households, which it writes a few thousand entries at a time, each in a section of
+/// its own (see [`Roll::begin_checkpoint`]).
 #[derive(Debug, Default, Clone, PartialEq, Eq, Deserialize)]
 pub struct Roll {
     head: u64,
@@ -280,11 +281,7 @@ struct Indexes<'a> {
 pub struct RollSection(Section);
 
 enum Section {
-    Indexes {
-        head: u64,
-        tallies: BTreeMap<(RegionCode, Group), StatsRow>,
-        recorded: Vec<(DateTime<Utc>, u64)>,
-    },
+    Indexes(ReadIndexes),
     Requests(Sharded<RequestKey, Seq48>),
     Persons(Sharded<u64, u32>),
     ByRegion(RosterIndex),
@@ -301,8 +298,9 @@ struct ReadIndexes {
     recorded: Vec<(DateTime<Utc>, u64)>,
 }
 
-/// The same bytes as a checkpoint's payload (postcard writes a tuple as its items one after
-/// the other, like a struct's fields), so that a roll encoded whole decodes as `Roll`.
+/// The same bytes as a checkpoint's sections one after the other (postcard writes a tuple as
+/// its items one after the other, like a struct's fields), so that a roll encoded whole
+/// decodes as `Roll`.
 impl Serialize for Roll {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         (
@@ -361,18 +359,7 @@ impl Roll {
             }
         }
         let section = match n {
-            0 => {
-                let ReadIndexes {
-                    head,
-                    tallies,
-                    recorded,
-                } = read(bytes, scratch)?;
-                Section::Indexes {
-                    head,
-                    tallies,
-                    recorded,
-                }
-            }
+            0 => Section::Indexes(read(bytes, scratch)?),
             1 => Section::Requests(read(bytes, scratch)?),
             2 => Section::Persons(read(bytes, scratch)?),
             3 => Section::ByRegion(read(bytes, scratch)?),
@@ -387,11 +374,11 @@ impl Roll {
     pub fn from_sections(sections: Vec<RollSection>) -> Result<Roll, String> {
         let sections: Vec<Section> = sections.into_iter().map(|s| s.0).collect();
         let Ok(
-            [Section::Indexes {
+            [Section::Indexes(ReadIndexes {
                 head,
                 tallies,
                 recorded,
-            }, Section::Requests(requests), Section::Persons(persons), Section::ByRegion(by_region), Section::Former(former), Section::Households(households)],
+            }), Section::Requests(requests), Section::Persons(persons), Section::ByRegion(by_region), Section::Former(former), Section::Households(households)],
         ) = <[Section; Self::CHECKPOINT_SECTIONS]>::try_from(sections)
         else {
             return Err("its sections are not a roll's, in a roll's order".into());
