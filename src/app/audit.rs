@@ -924,6 +924,15 @@ mod tests {
                 self.roll.apply(&event, &self.log).unwrap();
             }
         }
+
+        /// The bodies of the events applied so far, as the log stores them.
+        fn bodies(&self) -> Vec<Vec<u8>> {
+            let events = self.log.0.borrow();
+            events
+                .iter()
+                .map(|event| serde_json::to_vec(event).unwrap())
+                .collect()
+        }
     }
 
     /// A checkpoint of the replay's roll as `draft_checkpoint` writes one, section by section,
@@ -1038,13 +1047,7 @@ mod tests {
         replay.apply(2_000);
         let at = replay.roll.clone();
         replay.apply(1_000);
-        let bodies: Vec<Vec<u8>> = replay
-            .log
-            .0
-            .borrow()
-            .iter()
-            .map(|event| serde_json::to_vec(event).unwrap())
-            .collect();
+        let bodies = replay.bodies();
         log.append(&bodies).unwrap();
         // The indexes at seq 2,000, the rest as of 3,000.
         let mut first = Vec::new();
@@ -1069,13 +1072,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let mut replay = Replay::of_demo();
         replay.apply(3_000);
-        let bodies: Vec<Vec<u8>> = replay
-            .log
-            .0
-            .borrow()
-            .iter()
-            .map(|event| serde_json::to_vec(event).unwrap())
-            .collect();
+        let bodies = replay.bodies();
         {
             let log = Log::open(dir.path()).unwrap();
             log.append(&bodies).unwrap();
@@ -1120,13 +1117,7 @@ mod tests {
         let log = Log::open(dir.path()).unwrap();
         let mut replay = Replay::of_demo();
         replay.apply(2 * READ_AHEAD_CHUNK + 5);
-        let mut bodies: Vec<Vec<u8>> = replay
-            .log
-            .0
-            .borrow()
-            .iter()
-            .map(|event| serde_json::to_vec(event).unwrap())
-            .collect();
+        let mut bodies = replay.bodies();
         let good = bodies.len() as u64;
         // The last event does not decode.
         bodies.push(b"{}".to_vec());

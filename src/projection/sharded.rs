@@ -76,39 +76,28 @@ impl RequestKey {
     }
 }
 
-impl FixedWidth for RequestKey {
-    const WIDTH: usize = 12;
-    fn put(&self, out: &mut Vec<u8>) {
-        out.extend_from_slice(&self.0);
-    }
-    fn take(bytes: &[u8]) -> Self {
-        Self(
-            bytes
-                .try_into()
-                .expect("`take` is given exactly `WIDTH` bytes"),
-        )
-    }
-}
-
 /// A seq in 6 bytes, aligned to one: what lets a request index entry be 18 bytes instead of 24
 /// (~110 MiB at 10M events). A log of 2⁴⁸ events (~2.8 × 10¹⁴, petabytes of bodies) is out of
 /// reach. Checkpoints carry it in the same 6 bytes.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub(crate) struct Seq48([u8; 6]);
 
-impl FixedWidth for Seq48 {
-    const WIDTH: usize = 6;
-    fn put(&self, out: &mut Vec<u8>) {
-        out.extend_from_slice(&self.0);
-    }
-    fn take(bytes: &[u8]) -> Self {
-        Self(
-            bytes
-                .try_into()
-                .expect("`take` is given exactly `WIDTH` bytes"),
-        )
-    }
+/// A request key and a seq are their bytes in a checkpoint, as they are in memory.
+macro_rules! fixed_width_bytes {
+    ($($t:ty),*) => {$(
+        impl FixedWidth for $t {
+            const WIDTH: usize = std::mem::size_of::<$t>();
+            fn put(&self, out: &mut Vec<u8>) {
+                out.extend_from_slice(&self.0);
+            }
+            fn take(bytes: &[u8]) -> Self {
+                Self(bytes.try_into().expect("`take` is given exactly `WIDTH` bytes"))
+            }
+        }
+    )*};
 }
+
+fixed_width_bytes!(RequestKey, Seq48);
 
 impl From<Seq48> for u64 {
     fn from(seq: Seq48) -> u64 {
