@@ -9,7 +9,8 @@
 //!
 //! The payload is in sections so that a reader can check and decode them side by side, each
 //! from its own place in the file: the table at the end says where each starts, and each has
-//! its own digest. The header's digest covers the table, so every byte is covered by one.
+//! its own digest. The header's digest covers the table, so every byte of the payload is covered
+//! by one (the header's seq and hash are checked against the log instead).
 //!
 //! A checkpoint is written to a temporary file, fsynced, renamed over the old one and the
 //! directory fsynced, so that a crash leaves either the old checkpoint or the new one. It is
