@@ -651,8 +651,10 @@ pub fn draft_checkpoint<R: std::ops::Deref<Target = Roll>>(
         (head, draft, held.elapsed())
     };
     let mut piece = Vec::new();
+    // The first fields are a section, and so is each part, ended here whatever it holds: the
+    // checkpoint has a roll's number of sections.
+    let first = draft.end_section();
     let mut write_part = |part: usize| -> Result<(), Error> {
-        draft.end_section()?;
         loop {
             piece.clear();
             let done = {
@@ -664,11 +666,11 @@ pub fn draft_checkpoint<R: std::ops::Deref<Target = Roll>>(
             };
             draft.encode(|out| out.write_all(&piece).map_err(checkpoint_failed))?;
             if done {
-                return Ok(());
+                return draft.end_section();
             }
         }
     };
-    let written = (0..Roll::CHECKPOINT_PARTS).try_for_each(&mut write_part);
+    let written = first.and_then(|()| (0..Roll::CHECKPOINT_PARTS).try_for_each(&mut write_part));
     if written.is_err() {
         // Otherwise every later write would keep saving households and region entries for a
         // checkpoint that will never read them.
