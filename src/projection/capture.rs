@@ -14,13 +14,20 @@ use crate::error::Error;
 /// A structure of the roll that a checkpoint reads a piece at a time while writes change it:
 /// a write to what the checkpoint has not read yet first keeps it as it was.
 pub(crate) trait Piecewise {
+    /// The sections of a checkpoint it fills, one after the other: one, unless it is large
+    /// enough that a start-up should decode it on several threads.
+    fn sections(&self) -> usize {
+        1
+    }
+
     /// Starts a checkpoint of it as it is now. Refused while another is under way.
     fn begin_capture(&self) -> Result<(), Error>;
 
-    /// Encodes about `step` more entries of the checkpoint under way onto `out` (its
-    /// serialized form, piece after piece), each as it was when the checkpoint began; true
-    /// once all are.
-    fn write_captured(&self, step: usize, out: &mut Vec<u8>) -> Result<bool, Error>;
+    /// Encodes about `step` more entries of section `section` of the checkpoint under way
+    /// onto `out` (its serialized form, piece after piece), each as it was when the checkpoint
+    /// began; true once the section is written. Sections are written in order, each to its end.
+    fn write_captured(&self, section: usize, step: usize, out: &mut Vec<u8>)
+        -> Result<bool, Error>;
 
     /// Ends the checkpoint under way, if any (written, or abandoned after an error).
     fn end_capture(&self);
@@ -90,6 +97,17 @@ impl<C> Slot<C> {
     }
 }
 
+/// Refuses a section other than the first of a structure written as one section.
+pub(crate) fn only_section(section: usize) -> Result<(), Error> {
+    if section == 0 {
+        Ok(())
+    } else {
+        Err(Error::Io(format!(
+            "checkpoint: asked for section {section} of a structure written as one"
+        )))
+    }
+}
+
 /// The capture in a locked slot, or the error that there is none.
 pub(crate) fn under_way<C>(slot: &mut Option<C>) -> Result<&mut C, Error> {
     slot.as_mut()
@@ -148,13 +166,15 @@ pub(crate) fn check_read_in_pieces<T, R>(
             .expect("no other checkpoint is under way");
         let mut payload = Vec::new();
         let mut pieces = 0;
-        while !structure
-            .write_captured(step, &mut payload)
-            .expect("a piece encodes")
-        {
-            pieces += 1;
-            for _ in 0..changes {
-                change(&mut structure, &mut rng);
+        for section in 0..structure.sections() {
+            while !structure
+                .write_captured(section, step, &mut payload)
+                .expect("a piece encodes")
+            {
+                pieces += 1;
+                for _ in 0..changes {
+                    change(&mut structure, &mut rng);
+                }
             }
         }
         structure.end_capture();

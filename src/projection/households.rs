@@ -20,7 +20,14 @@
 //! entered the roll, so a rebuild from the log numbers every household as the live roll did.
 //!
 //! Only the entries are written to a checkpoint; the index is rebuilt when one is read
-//! (hashing each id once).
+//! (hashing each id once). They are written in [`SECTIONS`] sections of consecutive numbers,
+//! each a whole number of chunks, so that a start-up decodes them side by side and joins them
+//! by moving chunks:
+//!
+//! ```text
+//!   numbers   0 ……… s ……… 2s ……… 3s …………………………… 7s ……… len
+//!   sections  │  0   │  1   │  2   │       …        │  7   │     s = len / 8, in whole chunks
+//! ```
 //!
 //! A checkpoint reads the entries a piece at a time while writes go on between pieces (see
 //! [`Capture`]): a write to an entry the checkpoint has not reached yet first saves the entry as
@@ -29,11 +36,13 @@
 //! caller's buffer).
 
 use std::hash::BuildHasher;
+use std::ops::Range;
 
 use hashbrown::HashTable;
 use serde::{Deserialize, Serialize};
 
 use super::capture::{under_way, Piecewise, Progress, Slot};
+use super::checkpoint_failed;
 use super::HouseholdEntry;
 use crate::domain::HouseholdId;
 use crate::error::Error;
@@ -61,6 +70,8 @@ struct Capture {
     /// `len`: the households on the roll when the checkpoint began; `written`: the entries
     /// before this number are written.
     progress: Progress,
+    /// The sections whose count is written: the ones before this.
+    sections_begun: usize,
     /// Entries a write changed before the checkpoint reached them, as they were at its start.
     before: foldhash::HashMap<u32, HouseholdEntry>,
 }
@@ -103,28 +114,66 @@ impl Households {
     }
 }
 
+/// The sections a checkpoint writes the households in. A start-up decodes each on whichever
+/// thread is free; as one section, the households were most of a checkpoint without request_ids
+/// (one decoding thread had 25% of a start-up's samples, the other 4.7%), and a national roll's
+/// households would be one thread's work however many cores the machine has.
+pub(crate) const SECTIONS: usize = 8;
+
+/// The numbers of the households in section `section` of a checkpoint of `len` households: an
+/// eighth of them, rounded up to whole chunks (so that sections join by moving chunks), the
+/// last ones empty when there are few households.
+fn section_range(len: usize, section: usize) -> Range<usize> {
+    let size = len.div_ceil(SECTIONS).div_ceil(CHUNK).max(1) * CHUNK;
+    let start = size.saturating_mul(section).min(len);
+    start..start.saturating_add(size).min(len)
+}
+
 impl Piecewise for Households {
+    fn sections(&self) -> usize {
+        SECTIONS
+    }
+
     /// Starts a checkpoint of the households as they are now; [`Households::write_captured`]
     /// writes them. Refused while another checkpoint is under way: there is one capture.
     fn begin_capture(&self) -> Result<(), Error> {
         self.capture.begin(Capture {
             progress: Progress::of(self.entries.len()),
+            sections_begun: 0,
             before: foldhash::HashMap::default(),
         })
     }
 
-    /// Encodes up to `step` more entries of the checkpoint under way onto `out` (the count
-    /// first), each as it was when the checkpoint began, and says whether all are written now;
-    /// the capture ends when they are. Into memory, for the caller to write out once it has
-    /// released the roll: streamed to the file under the lock (hashing, the file's writes, and
-    /// a call through `dyn Write` for each of an entry's many small fields), 16,384 households
-    /// took ~45 ms under load; encoded into memory, ~13 ms.
-    fn write_captured(&self, step: usize, out: &mut Vec<u8>) -> Result<bool, Error> {
+    /// Encodes up to `step` more entries of section `section` of the checkpoint under way onto
+    /// `out` (the section's count first), each as it was when the checkpoint began, and says
+    /// whether the section is written now; the capture ends with the last section. Into
+    /// memory, for the caller to write out once it has released the roll: streamed to the
+    /// file under the lock (hashing, the file's writes, and a call through `dyn Write` for each
+    /// of an entry's many small fields), 16,384 households took ~45 ms under load; encoded
+    /// into memory, ~13 ms.
+    fn write_captured(
+        &self,
+        section: usize,
+        step: usize,
+        out: &mut Vec<u8>,
+    ) -> Result<bool, Error> {
         let mut guard = self.capture.lock();
         let capture = under_way(&mut guard)?;
-        capture.progress.lead(out)?;
         let Progress { written, len, .. } = capture.progress;
-        let end = len.min(written.saturating_add(step.max(1)));
+        let range = section_range(len, section);
+        if section >= SECTIONS
+            || capture.sections_begun < section
+            || !(range.start..=range.end).contains(&written)
+        {
+            return Err(Error::Io(format!(
+                "checkpoint: section {section} of the households was asked for out of order"
+            )));
+        }
+        if capture.sections_begun == section {
+            postcard::to_io(&range.len(), &mut *out).map_err(checkpoint_failed)?;
+            capture.sections_begun += 1;
+        }
+        let end = range.end.min(written.saturating_add(step.max(1)));
         for number in written..end {
             let saved = u32::try_from(number)
                 .ok()
@@ -136,11 +185,11 @@ impl Piecewise for Households {
                     .get(number)
                     .expect("households are only ever added, so every captured number is there"),
             };
-            postcard::to_io(entry, &mut *out).map_err(super::checkpoint_failed)?;
+            postcard::to_io(entry, &mut *out).map_err(checkpoint_failed)?;
         }
         capture.progress.written = end;
-        let done = end == len;
-        if done {
+        let done = end == range.end;
+        if done && section + 1 == SECTIONS {
             *guard = None;
         }
         Ok(done)
@@ -219,18 +268,63 @@ impl std::fmt::Debug for Households {
     }
 }
 
+/// The sections one after the other (postcard writes a tuple as its items one after the
+/// other), each the sequence of its households: the bytes a checkpoint writes piece by piece.
 impl Serialize for Households {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        use serde::ser::SerializeSeq;
-        let mut seq = serializer.serialize_seq(Some(self.entries.len()))?;
-        for entry in self.entries.iter() {
-            seq.serialize_element(entry)?;
+        use serde::ser::SerializeTuple;
+        /// One section's households, as a sequence.
+        struct Section<'a>(&'a Chunked<HouseholdEntry>, Range<usize>);
+        impl Serialize for Section<'_> {
+            fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+                serializer.collect_seq(self.1.clone().map(|n| {
+                    self.0
+                        .get(n)
+                        .expect("a section's numbers are those of households on the roll")
+                }))
+            }
         }
-        seq.end()
+        let mut sections = serializer.serialize_tuple(SECTIONS)?;
+        for section in 0..SECTIONS {
+            sections.serialize_element(&Section(
+                &self.entries,
+                section_range(self.entries.len(), section),
+            ))?;
+        }
+        sections.end()
     }
 }
 
 impl<'de> Deserialize<'de> for Households {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Sections;
+        impl<'de> serde::de::Visitor<'de> for Sections {
+            type Value = Vec<HouseholdsSection>;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                write!(f, "{SECTIONS} sections of households")
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> Result<Self::Value, A::Error> {
+                (0..SECTIONS)
+                    .map(|n| {
+                        seq.next_element()?
+                            .ok_or_else(|| serde::de::Error::invalid_length(n, &self))
+                    })
+                    .collect()
+            }
+        }
+        let sections = deserializer.deserialize_tuple(SECTIONS, Sections)?;
+        Self::from_sections(sections).map_err(serde::de::Error::custom)
+    }
+}
+
+/// One section of a checkpoint's households, read back: [`Households::from_sections`] joins
+/// them.
+pub(crate) struct HouseholdsSection(Chunked<HouseholdEntry>);
+
+impl<'de> Deserialize<'de> for HouseholdsSection {
     fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         struct Entries;
         impl<'de> serde::de::Visitor<'de> for Entries {
@@ -249,8 +343,24 @@ impl<'de> Deserialize<'de> for Households {
                 Ok(entries)
             }
         }
-        let entries = deserializer.deserialize_seq(Entries)?;
-        Self::indexed(entries).map_err(serde::de::Error::custom)
+        deserializer.deserialize_seq(Entries).map(Self)
+    }
+}
+
+impl Households {
+    /// The households of a checkpoint's [`SECTIONS`] sections, in order, joined and indexed.
+    pub(crate) fn from_sections(sections: Vec<HouseholdsSection>) -> Result<Self, Error> {
+        if sections.len() != SECTIONS {
+            return Err(Error::Corrupt(format!(
+                "the households are in {} sections, not {SECTIONS}",
+                sections.len()
+            )));
+        }
+        let mut entries = Chunked::default();
+        for HouseholdsSection(section) in sections {
+            entries.append(section);
+        }
+        Self::indexed(entries)
     }
 }
 
@@ -271,8 +381,9 @@ impl<T> Default for Chunked<T> {
     }
 }
 
-/// Items per chunk: 16,384 households are ~2 MB.
-const CHUNK: usize = 1 << 14;
+/// Items per chunk: 16,384 households are ~2 MB. Small in unit tests, so that a few thousand
+/// households fill many chunks and every section of a checkpoint.
+const CHUNK: usize = if cfg!(test) { 1 << 6 } else { 1 << 14 };
 
 impl<T> Chunked<T> {
     fn len(&self) -> usize {
@@ -301,6 +412,22 @@ impl<T> Chunked<T> {
 
     fn iter(&self) -> impl Iterator<Item = &T> {
         self.chunks.iter().flatten()
+    }
+
+    /// Puts `other`'s items after these: by moving its chunks when these fill whole chunks
+    /// (every chunk but the last stays full), else item by item.
+    fn append(&mut self, other: Self) {
+        if self.len.is_multiple_of(CHUNK) {
+            self.len += other.len;
+            self.chunks
+                .extend(other.chunks.into_iter().filter(|c| !c.is_empty()));
+        } else {
+            other
+                .chunks
+                .into_iter()
+                .flatten()
+                .for_each(|item| self.push(item));
+        }
     }
 }
 
@@ -357,6 +484,77 @@ mod tests {
         }
     }
 
+    /// Written section by section a piece at a time, with households changed and added between
+    /// pieces, the households read back as they were when the checkpoint began; with nothing
+    /// changed, byte for byte their encoding. From two households (seven sections empty) to
+    /// three times as many as fill every section's first chunk.
+    #[test]
+    fn a_checkpoint_in_sections_shows_the_households_as_they_began() {
+        use crate::projection::capture::check_read_in_pieces;
+        use rand::RngExt;
+        // (households a piece, changes between pieces)
+        let cases = [
+            (1, 0),
+            (1, 1),
+            (3, 2),
+            (7, 1),
+            (50, 0),
+            (usize::MAX, 0),
+            (1, 0),
+        ];
+        check_read_in_pieces(
+            &cases,
+            |rng: &mut rand_chacha::ChaCha8Rng| {
+                let mut households = Households::default();
+                for n in 0..rng.random_range(2..3 * SECTIONS * CHUNK) {
+                    households.push(entry(&format!("H{n:07}"))).unwrap();
+                }
+                households
+            },
+            |households, rng| {
+                let len = households.len();
+                if rng.random_range(0..4) == 0 {
+                    households.push(entry(&format!("N{len}"))).unwrap();
+                } else if let Some(entry) =
+                    households.by_number_mut(rng.random_range(0..len) as u32)
+                {
+                    entry.state = PackedState(Box::new([rng.random()]));
+                }
+            },
+        );
+    }
+
+    /// Sections join whether or not the ones before fill whole chunks.
+    #[test]
+    fn sections_join_in_order() {
+        for sizes in [
+            [0, 0, 5],
+            [CHUNK, 3, 0],
+            [3, CHUNK, 2 * CHUNK + 1],
+            [2 * CHUNK, CHUNK, 1],
+        ] {
+            let mut numbered = 0;
+            let sections: Vec<HouseholdsSection> = sizes
+                .iter()
+                .chain(std::iter::repeat_n(&0, SECTIONS - sizes.len()))
+                .map(|&size| {
+                    let mut chunked = Chunked::default();
+                    for _ in 0..size {
+                        chunked.push(entry(&format!("H{numbered:07}")));
+                        numbered += 1;
+                    }
+                    HouseholdsSection(chunked)
+                })
+                .collect();
+            let households = Households::from_sections(sections).unwrap();
+            assert_eq!(households.len(), numbered, "{sizes:?}");
+            for n in 0..numbered {
+                let id = HouseholdId::parse(&format!("H{n:07}")).unwrap();
+                assert_eq!(households.number(&id), Some(n as u32), "{sizes:?}");
+            }
+        }
+    }
+
     /// A checkpoint that lists a household twice is refused, not half-indexed.
     #[test]
     fn a_household_listed_twice_is_refused() {
@@ -365,7 +563,26 @@ mod tests {
         twice().into_iter().for_each(|entry| chunked.push(entry));
         let indexed = Households::indexed(chunked);
         assert!(indexed.is_err_and(|e| e.to_string().contains("household H1 appears twice")));
-        let bytes = postcard::to_stdvec(&twice()).expect("entries encode");
-        assert!(postcard::from_bytes::<Households>(&bytes).is_err());
+        // In one section, and in two.
+        let in_one: [Vec<HouseholdEntry>; SECTIONS] =
+            std::array::from_fn(|n| if n == 0 { twice() } else { Vec::new() });
+        let in_two: [Vec<HouseholdEntry>; SECTIONS] = std::array::from_fn(|n| match n {
+            0 => vec![entry("H1")],
+            1 => vec![entry("H1")],
+            _ => Vec::new(),
+        });
+        for sections in [in_one, in_two] {
+            let bytes = postcard::to_stdvec(&sections).expect("entries encode");
+            assert!(postcard::from_bytes::<Households>(&bytes).is_err());
+        }
+        let sections = (0..SECTIONS).map(|n| {
+            let mut chunked = Chunked::default();
+            if n < 2 {
+                chunked.push(entry("H1"));
+            }
+            HouseholdsSection(chunked)
+        });
+        let joined = Households::from_sections(sections.collect());
+        assert!(joined.is_err_and(|e| e.to_string().contains("household H1 appears twice")));
     }
 }

@@ -43,7 +43,7 @@ use serde::{Deserialize, Serialize};
 pub(crate) use capture::check_payload;
 use capture::Piecewise;
 pub use flows::Flows;
-use households::Households;
+use households::{Households, HouseholdsSection};
 use roster_index::RosterIndex;
 pub use seqs::Seqs;
 use sharded::{RequestKey, Seq48, Sharded};
@@ -286,7 +286,8 @@ enum Section {
     Persons(Sharded<u64, u32>),
     ByRegion(RosterIndex),
     Former(RosterIndex),
-    Households(Households),
+    /// One of the households' sections.
+    Households(HouseholdsSection),
 }
 
 /// The first fields of a [`Roll`] as read back.
@@ -364,7 +365,7 @@ impl Roll {
             2 => Section::Persons(read(bytes, scratch)?),
             3 => Section::ByRegion(read(bytes, scratch)?),
             4 => Section::Former(read(bytes, scratch)?),
-            5 => Section::Households(read(bytes, scratch)?),
+            n if n < Self::CHECKPOINT_SECTIONS => Section::Households(read(bytes, scratch)?),
             _ => return Err(format!("a roll has {} sections", Self::CHECKPOINT_SECTIONS)),
         };
         Ok(RollSection(section))
@@ -372,17 +373,34 @@ impl Roll {
 
     /// The roll whose checkpoint's sections, in order, are `sections`.
     pub fn from_sections(sections: Vec<RollSection>) -> Result<Roll, String> {
-        let sections: Vec<Section> = sections.into_iter().map(|s| s.0).collect();
-        let Ok(
-            [Section::Indexes(ReadIndexes {
-                head,
-                tallies,
-                recorded,
-            }), Section::Requests(requests), Section::Persons(persons), Section::ByRegion(by_region), Section::Former(former), Section::Households(households)],
-        ) = <[Section; Self::CHECKPOINT_SECTIONS]>::try_from(sections)
+        let not_a_roll = || "its sections are not a roll's, in a roll's order".to_string();
+        if sections.len() != Self::CHECKPOINT_SECTIONS {
+            return Err(not_a_roll());
+        }
+        let mut sections = sections.into_iter().map(|s| s.0);
+        let mut next = || sections.next();
+        let (
+            Some(Section::Indexes(indexes)),
+            Some(Section::Requests(requests)),
+            Some(Section::Persons(persons)),
+            Some(Section::ByRegion(by_region)),
+            Some(Section::Former(former)),
+        ) = (next(), next(), next(), next(), next())
         else {
-            return Err("its sections are not a roll's, in a roll's order".into());
+            return Err(not_a_roll());
         };
+        let ReadIndexes {
+            head,
+            tallies,
+            recorded,
+        } = indexes;
+        let households = sections
+            .map(|section| match section {
+                Section::Households(households) => Ok(households),
+                _ => Err(not_a_roll()),
+            })
+            .collect::<Result<_, _>>()?;
+        let households = Households::from_sections(households).map_err(|e| e.to_string())?;
         Ok(Roll {
             head,
             tallies,
@@ -415,12 +433,13 @@ impl Roll {
     ///
     /// ```text
     ///   roll lock:  [begin]  writes  [piece]  writes  [piece] …
-    ///   sections:   head tallies recorded │ requests │ persons │ by_region │ former │ households
-    ///               └─ written by begin ─┘ └─── part 0 … part 4, ~4,096 entries a piece ─────┘
+    ///   sections:   head tallies recorded │ requests │ persons │ by_region │ former │ households ×8
+    ///               └─ written by begin ─┘ └──── part 0 … part 11, ~4,096 entries a piece ───────┘
     /// ```
     ///
     /// Each is a section of the checkpoint, so that a start-up decodes them side by side
     /// ([`Roll::decode_section`]); one after the other, they are the roll's serialized form.
+    /// The households, most of a roll without request_ids, are eight sections of their own.
     /// The caller holds the roll's lock against writes during each call, not between them, so
     /// that writes wait for one piece, not for the whole roll (~2 s at 10M events). Every call
     /// after this one must continue or end it.
@@ -428,7 +447,7 @@ impl Roll {
         // The encoder writes each small field on its own; through a concrete buffer, each is
         // a copy into it, not a call through `dyn Write`.
         use std::io::Write as _;
-        let [first, rest @ ..] = self.piecewise();
+        let [first, rest @ ..] = self.structures();
         // Refused here, before anything is begun, if another checkpoint is under way.
         first.begin_capture()?;
         let mut buffered = std::io::BufWriter::with_capacity(64 * 1024, out);
@@ -449,33 +468,42 @@ impl Roll {
     /// ~3 ms under load, while writes wait.
     pub const CHECKPOINT_STEP: usize = 4_096;
 
-    /// The parts [`Roll::continue_checkpoint`] writes, each a section after the first fields'.
-    pub const CHECKPOINT_PARTS: usize = 5;
+    /// The parts [`Roll::continue_checkpoint`] writes, each a section after the first fields':
+    /// one for each index and region tree, and the households' sections.
+    pub const CHECKPOINT_PARTS: usize = 4 + households::SECTIONS;
 
     /// The sections of a checkpoint of a roll: the first fields', then one for each part.
     pub const CHECKPOINT_SECTIONS: usize = 1 + Self::CHECKPOINT_PARTS;
 
     /// Encodes up to `step` more entries of `part` (the request index, the person index, the
-    /// two region trees, the households: 0 to 4, each until it is done, in that order) of the
-    /// checkpoint begun by [`Roll::begin_checkpoint`] onto `piece`, each as it was then, for
-    /// the caller to write out once it has released the roll; true once every entry of the
-    /// part is encoded (and the checkpoint has ended, after the last part).
+    /// two region trees, then the households' sections: 0 to 11, each until it is done, in that
+    /// order) of the checkpoint begun by [`Roll::begin_checkpoint`] onto `piece`, each as it
+    /// was then, for the caller to write out once it has released the roll; true once every
+    /// entry of the part is encoded (and the checkpoint has ended, after the last part).
     pub fn continue_checkpoint(
         &self,
         part: usize,
         step: usize,
         piece: &mut Vec<u8>,
     ) -> Result<bool, Error> {
-        let parts = self.piecewise();
-        let Some(writing) = parts.get(part) else {
+        // Part by part, each structure's sections in turn.
+        let mut section = part;
+        let writing = self.structures().into_iter().find(|structure| {
+            let found = section < structure.sections();
+            if !found {
+                section -= structure.sections();
+            }
+            found
+        });
+        let Some(writing) = writing else {
             return Err(checkpoint_failed(format!(
                 "a roll has {} parts, not {}",
-                parts.len(),
+                Self::CHECKPOINT_PARTS,
                 part + 1
             )));
         };
-        let done = writing.write_captured(step, piece)?;
-        if done && part + 1 == parts.len() {
+        let done = writing.write_captured(section, step, piece)?;
+        if done && part + 1 == Self::CHECKPOINT_PARTS {
             self.end_checkpoint();
         }
         Ok(done)
@@ -483,13 +511,14 @@ impl Roll {
 
     /// Ends the checkpoint under way, if any (abandoned after an error, or written).
     pub fn end_checkpoint(&self) {
-        for part in self.piecewise() {
-            part.end_capture();
+        for structure in self.structures() {
+            structure.end_capture();
         }
     }
 
-    /// What a checkpoint writes a piece at a time, in the payload's order (the fields' order).
-    fn piecewise(&self) -> [&dyn Piecewise; Self::CHECKPOINT_PARTS] {
+    /// What a checkpoint writes a piece at a time, in the payload's order (the fields' order),
+    /// each in as many sections as it has.
+    fn structures(&self) -> [&dyn Piecewise; 5] {
         [
             &self.requests,
             &self.persons,
@@ -921,6 +950,14 @@ impl PersonDirectory for Roll {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The parts a checkpoint's writer asks for are the sections of the roll's structures.
+    #[test]
+    fn the_parts_are_the_structures_sections() {
+        let roll = Roll::default();
+        let sections: usize = roll.structures().iter().map(|s| s.sections()).sum();
+        assert_eq!(sections, Roll::CHECKPOINT_PARTS);
+    }
 
     /// One packed state repacked through states of every size the demo's households reach,
     /// growing, shrinking and staying the same: its bytes are always those of a fresh encoding.

@@ -18,7 +18,7 @@ use std::ops::Bound;
 
 use serde::{Deserialize, Serialize};
 
-use super::capture::{under_way, Piecewise, Progress, Slot};
+use super::capture::{only_section, under_way, Piecewise, Progress, Slot};
 use super::{bulk_built, checkpoint_failed, RosterKey};
 use crate::error::Error;
 
@@ -110,7 +110,13 @@ impl Piecewise for RosterIndex {
 
     /// Encodes up to `step` more entries of the checkpoint under way onto `out` (the count
     /// first), each as it was when the checkpoint began; true once all are (and then on).
-    fn write_captured(&self, step: usize, out: &mut Vec<u8>) -> Result<bool, Error> {
+    fn write_captured(
+        &self,
+        section: usize,
+        step: usize,
+        out: &mut Vec<u8>,
+    ) -> Result<bool, Error> {
+        only_section(section)?;
         let mut guard = self.capture.lock();
         let capture = under_way(&mut guard)?;
         if capture.done {

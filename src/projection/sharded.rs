@@ -27,7 +27,7 @@ use serde::de::{Error as _, SeqAccess, Visitor};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use super::capture::{under_way, Piecewise, Progress, Slot};
+use super::capture::{only_section, under_way, Piecewise, Progress, Slot};
 use super::checkpoint_failed;
 use super::shard::{entry_bytes, order, FixedWidth, Shard, Spread};
 use crate::error::Error;
@@ -244,7 +244,13 @@ impl<K: ShardKey, V: FixedWidth + Eq> Piecewise for Sharded<K, V> {
     ///
     /// The bytes are this index's serialized form: the number of shards, then each shard as
     /// the byte string of its entries. The shards' counts add up to the count at the start, or the checkpoint fails.
-    fn write_captured(&self, step: usize, out: &mut Vec<u8>) -> Result<bool, Error> {
+    fn write_captured(
+        &self,
+        section: usize,
+        step: usize,
+        out: &mut Vec<u8>,
+    ) -> Result<bool, Error> {
+        only_section(section)?;
         let mut guard = self.capture.lock();
         let capture = under_way(&mut guard)?;
         // Every call writes at least one shard, so only the first starts at shard 0.
