@@ -1,5 +1,5 @@
 //! The register in-process, without gRPC: the append path (one event; a batch of 1,000), the
-//! domain's decide + apply, and replay (rebuild) throughput.
+//! domain's decide, body encoding and apply, and replay (rebuild) throughput.
 //!
 //! `cargo bench --bench register`
 
@@ -118,6 +118,12 @@ fn decide_and_apply(c: &mut Criterion) {
     let command = identify(1);
     c.bench_function("domain/decide_identify", |b| {
         b.iter(|| black_box(decide(ctx, None, &command, &roll).unwrap()))
+    });
+    // What the decider writes for each event: its body, the JSON the log stores and hashes.
+    let recorded_at = chrono::DateTime::from_timestamp(1_795_000_000, 123_456_789).unwrap();
+    let event = command.recorded(1, 1, recorded_at, "bench");
+    c.bench_function("domain/encode_identify_body", |b| {
+        b.iter(|| black_box(serde_json::to_vec(&event).unwrap()))
     });
     let state = decide(ctx, None, &command, &roll).unwrap();
     let adjust = Change::Adjust(rollstore::domain::Adjustment {
