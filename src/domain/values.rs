@@ -67,18 +67,20 @@ fn calendar_date(year: &[u8], month: &[u8], day: &[u8]) -> Option<Date> {
     )
 }
 
-/// Dates and moments written as chrono writes them, digit by digit into a buffer on the stack,
-/// for event bodies. chrono's `Serialize` hands serde_json a `Display` that writes a character
-/// at a time through `fmt`, each escaped on its own: a quarter of encoding an event's body
-/// (~3.6% of the server's samples under the mixed batch load, `perf record --call-graph
-/// dwarf`). Only the forms chrono writes with four-digit years and whole seconds are written
-/// here; for any other, `None`, and the caller lets chrono write it.
-struct ChronoText {
+/// A short ASCII text (digits and separators) written into a buffer on the stack: region codes,
+/// and dates and moments as chrono writes them, for event bodies, packed states and
+/// checkpoints. chrono's `Serialize` hands serde_json a `Display` that writes a character at a
+/// time through `fmt`, each escaped on its own: a quarter of encoding an event's body (~3.6% of
+/// the server's samples under the mixed batch load, `perf record --call-graph dwarf`); a region
+/// code went through `format!` and a `String` each time a household's state was repacked. Only
+/// the forms chrono writes with four-digit years and whole seconds are written here; for any
+/// other, `None`, and the caller lets chrono write it.
+struct ShortText {
     bytes: [u8; 32],
     len: usize,
 }
 
-impl ChronoText {
+impl ShortText {
     fn new() -> Self {
         Self {
             bytes: [0; 32],
@@ -87,8 +89,8 @@ impl ChronoText {
     }
 
     /// `n`'s last `width` decimal digits, zero-padded.
-    fn digits(&mut self, n: u32, width: usize) -> &mut Self {
-        let mut n = n;
+    fn digits(&mut self, n: impl Into<u64>, width: usize) -> &mut Self {
+        let mut n: u64 = n.into();
         for at in (self.len..self.len + width).rev() {
             self.bytes[at] = b'0' + (n % 10) as u8;
             n /= 10;
@@ -147,6 +149,12 @@ impl ChronoText {
     }
 }
 
+impl AsRef<str> for ShortText {
+    fn as_ref(&self) -> &str {
+        self.as_str()
+    }
+}
+
 /// Dates as their text (`2018-12-31`) to a human-readable format, and as a day number to one
 /// that is not (postcard: packed states and checkpoints), where the text took 11 bytes and the
 /// number takes 3. For `#[serde(with = "date_form")]`; `date_form::option` for `Option<Date>`.
@@ -199,16 +207,16 @@ pub mod date_form {
 /// Dates read from their text (`2018-12-31`) digit by digit, for `#[serde(with = "date_text")]`
 /// on the dates of event bodies. chrono's own parser (its format machinery) was ~10% of the
 /// thread that reads the log back in a replay. Written as chrono writes them (digit by digit
-/// too, [`ChronoText`]), so a body's bytes do not change, and any text the fast path does not
+/// too, [`ShortText`]), so a body's bytes do not change, and any text the fast path does not
 /// take (a year past 9999, say) goes to chrono's parser: what was read before is read the same. A format that is not human-readable
 /// gets chrono's form both ways, as without this module.
 pub mod date_text {
     use serde::{de, Deserialize, Deserializer, Serialize, Serializer};
 
-    use super::{parse_date, ChronoText, Date};
+    use super::{parse_date, Date, ShortText};
 
     pub fn serialize<S: Serializer>(date: &Date, serializer: S) -> Result<S::Ok, S::Error> {
-        let mut text = ChronoText::new();
+        let mut text = ShortText::new();
         match text.date(date) {
             Some(text) if serializer.is_human_readable() => serializer.serialize_str(text.as_str()),
             _ => date.serialize(serializer),
@@ -250,13 +258,13 @@ pub mod instant_text {
     use chrono::{DateTime, NaiveDateTime, NaiveTime, Utc};
     use serde::{de, Deserialize, Deserializer, Serialize, Serializer};
 
-    use super::{calendar_date, ChronoText};
+    use super::{calendar_date, ShortText};
 
     pub fn serialize<S: Serializer>(
         instant: &DateTime<Utc>,
         serializer: S,
     ) -> Result<S::Ok, S::Error> {
-        let mut text = ChronoText::new();
+        let mut text = ShortText::new();
         match text.instant(instant) {
             Some(text) if serializer.is_human_readable() => serializer.serialize_str(text.as_str()),
             _ => instant.serialize(serializer),
@@ -347,7 +355,8 @@ macro_rules! serde_as_text {
                     Some((to, _)) if !serializer.is_human_readable() => {
                         serializer.serialize_u64(to(self))
                     }
-                    _ => serializer.serialize_str(self.as_str()),
+                    // `as_str` gives a `&str` or a text that is one (`AsRef`).
+                    _ => serializer.serialize_str(self.as_str().as_ref()),
                 }
             }
         }
@@ -445,9 +454,12 @@ impl fmt::Display for HouseholdId {
 
 /// A 12-digit statistical division code (统计用区划代码): province(2) city(2) county(2)
 /// township(3) village(3). Kept as a number, so that codes order as their digits do.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[serde(try_from = "String", into = "String")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct RegionCode(u64);
+
+// Its 12 digits in event bodies; its number in packed states and checkpoints, where the text
+// took 13 bytes and went through `format!` and a `String` every time.
+serde_as_text!(RegionCode, "a 12-digit region code", binary: RegionCode::value, RegionCode::from_value);
 
 impl RegionCode {
     pub const DIGITS: u8 = 12;
@@ -463,8 +475,24 @@ impl RegionCode {
             .or_else(|_| invalid(format!("'{text}' is not a region code")))
     }
 
-    pub fn value(self) -> u64 {
+    pub fn value(&self) -> u64 {
         self.0
+    }
+
+    /// The code whose digits are `value`'s, zero-padded to 12, if it has no more.
+    pub fn from_value(value: u64) -> Result<Self, InvalidValue> {
+        if value < 10u64.pow(u32::from(Self::DIGITS)) {
+            Ok(Self(value))
+        } else {
+            invalid(format!("{value} has more digits than a region code"))
+        }
+    }
+
+    /// Its 12 digits, leading zeros included.
+    fn as_str(&self) -> ShortText {
+        let mut text = ShortText::new();
+        text.digits(self.0, usize::from(Self::DIGITS));
+        text
     }
 
     /// The code's first `digits` digits, as a prefix.
@@ -477,22 +505,9 @@ impl RegionCode {
     }
 }
 
-impl TryFrom<String> for RegionCode {
-    type Error = InvalidValue;
-    fn try_from(text: String) -> Result<Self, InvalidValue> {
-        Self::parse(&text)
-    }
-}
-
-impl From<RegionCode> for String {
-    fn from(code: RegionCode) -> String {
-        code.to_string()
-    }
-}
-
 impl fmt::Display for RegionCode {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{:012}", self.0)
+        f.write_str(self.as_str().as_ref())
     }
 }
 
@@ -865,7 +880,24 @@ mod tests {
         assert_eq!(code.to_string(), "610602100201");
         for bad in ["61060210020", "6106021002011", "61060210020a", ""] {
             assert!(RegionCode::parse(bad).is_err(), "{bad:?}");
+            assert!(
+                serde_json::from_value::<RegionCode>(bad.into()).is_err(),
+                "{bad:?}"
+            );
         }
+        // Its digits in JSON (event bodies), leading zeros too; its number in postcard
+        // (packed states, checkpoints), read back through the same bound.
+        for text in ["610602100201", "000000000001", "999999999999"] {
+            let code = RegionCode::parse(text).unwrap();
+            let json = serde_json::to_string(&code).unwrap();
+            assert_eq!(json, format!("\"{text}\""));
+            assert_eq!(serde_json::from_str::<RegionCode>(&json).unwrap(), code);
+            let packed = postcard::to_stdvec(&code).unwrap();
+            assert!(packed.len() <= 6, "{text}: {} bytes", packed.len());
+            assert_eq!(postcard::from_bytes::<RegionCode>(&packed).unwrap(), code);
+        }
+        let too_long = postcard::to_stdvec(&1_000_000_000_000u64).unwrap();
+        assert!(postcard::from_bytes::<RegionCode>(&too_long).is_err());
         for (text, covers) in [
             ("", true),
             ("61", true),

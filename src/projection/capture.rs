@@ -1,7 +1,8 @@
 //! What the roll's piecewise checkpoints share (see `Roll::begin_checkpoint`): each structure
 //! a checkpoint reads a piece at a time is [`Piecewise`], holds its capture in a [`Slot`], one
-//! at a time, and writes its entries behind their count, kept in [`Progress`]; one oracle
-//! test, `check_read_in_pieces`, checks them all.
+//! at a time, and writes its entries behind their count (each section's, for one written in
+//! several sections), kept in [`Progress`]; one oracle test, `check_read_in_pieces`, checks
+//! them all.
 //!
 //! A slot is a mutex because the checkpoint moves its capture on while it only reads the roll
 //! (writes are kept out by the roll's lock, not by this one); writes, which hold the roll
