@@ -76,6 +76,7 @@ fn calendar_date(year: &[u8], month: &[u8], day: &[u8]) -> Option<Date> {
 /// the forms chrono writes with four-digit years and whole seconds are written here; for any
 /// other, `None`, and the caller lets chrono write it.
 struct ShortText {
+    /// Every form written here fits: the longest, a moment to the nanosecond, is 30 bytes.
     bytes: [u8; 32],
     len: usize,
 }
