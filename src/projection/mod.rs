@@ -243,7 +243,7 @@ pub type RosterKey = (RegionCode, HouseholdId);
 /// Its serialized form (a checkpoint's sections, one after the other) is its fields in the
 /// order here: first what a checkpoint writes in one piece, then the indexes, the region trees
 /// and the households, which it writes a few thousand entries at a time, each in a section of
-/// its own (see [`Roll::begin_checkpoint`]).
+/// its own and the households in eight (see [`Roll::begin_checkpoint`]).
 #[derive(Debug, Default, Clone, PartialEq, Eq, Deserialize)]
 pub struct Roll {
     head: u64,
