@@ -54,7 +54,7 @@ for _ in range(int(runs)):
     rate = count / run["seconds"]
     client = (done.ru_utime - children.ru_utime) + (done.ru_stime - children.ru_stime)
     print(f"{rate:9.0f} {unit}s/s  p50 {run['latency_ms']['p50']:6.2f} ms  "
-          f"p99 {run['latency_ms']['p99']:6.2f} ms  server {(after - before) * 1e6 / count:5.0f} µs/{unit}  "
-          f"load generator {client * 1e6 / count:5.0f} µs/{unit}  "
+          f"p99 {run['latency_ms']['p99']:6.2f} ms  server {(after - before) * 1e6 / count:5.1f} µs/{unit}  "
+          f"load generator {client * 1e6 / count:5.1f} µs/{unit}  "
           f"written {written / count:6.0f} B/{unit}", flush=True)
 PY

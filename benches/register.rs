@@ -121,7 +121,7 @@ fn decide_and_apply(c: &mut Criterion) {
     });
     // What the decider writes for each event: its body, the JSON the log stores and hashes.
     let recorded_at = chrono::DateTime::from_timestamp(1_795_000_000, 123_456_789).unwrap();
-    let event = command.recorded(1, 1, recorded_at, "bench");
+    let event = command.clone().recorded(1, 1, recorded_at, "bench");
     c.bench_function("domain/encode_identify_body", |b| {
         b.iter(|| black_box(serde_json::to_vec(&event).unwrap()))
     });

@@ -182,7 +182,7 @@ fn the_figures_hold_for_other_seeds_too() {
                 _ => decide(ctx, current.as_ref(), command, &roll).map(|_| ()),
             };
             accepted.unwrap_or_else(|e| panic!("seed {seed}: {command:?} refused: {e}"));
-            events.push(command.recorded(
+            events.push(command.clone().recorded(
                 events.len() as u64 + 1,
                 version + 1,
                 chrono::Utc::now(),

@@ -67,7 +67,9 @@ fn given(policy: &Policy, commands: &[rollstore::domain::Command]) -> Roll {
             .household(&command.household_id)
             .map_or(0, |e| e.version());
         roll.apply(
-            &command.recorded(roll.head() + 1, version + 1, chrono::Utc::now(), "test"),
+            &command
+                .clone()
+                .recorded(roll.head() + 1, version + 1, chrono::Utc::now(), "test"),
             &NoCorrections,
         )
         .expect("the roll follows accepted events");

@@ -287,7 +287,7 @@ fn decide_part(
         let batch = commands.len() > 1;
         let mut outcomes = Vec::with_capacity(commands.len());
         let mut failure = None;
-        for (i, command) in commands.iter().enumerate() {
+        for (i, command) in commands.into_iter().enumerate() {
             let staging = Staging {
                 shared,
                 base: pending.base,
@@ -578,7 +578,7 @@ impl Staging<'_> {
         Ok(stream)
     }
 
-    fn stage(&self, view: &mut Staged<'_>, command: &Command) -> Result<Decision, Error> {
+    fn stage(&self, view: &mut Staged<'_>, command: Command) -> Result<Decision, Error> {
         if let Some(request_id) = &command.request_id {
             if let Some(seq) = view.request(request_id) {
                 let original = self.event(seq)?.ok_or_else(|| {
@@ -622,20 +622,21 @@ impl Staging<'_> {
         let next = match &command.change {
             Change::Correct(correction) => {
                 let stream = self.stream(view, id, correction.target_seq)?;
-                decide_correction(self.ctx, &stream, command, &*view)?
+                decide_correction(self.ctx, &stream, &command, &*view)?
             }
-            _ => decide(self.ctx, before, command, &*view)?,
+            _ => decide(self.ctx, before, &command, &*view)?,
         };
         let seq = self.base + self.events.len() as u64 + 1;
-        let event = command.recorded(seq, version + 1, self.now, &self.writer.actor);
+        let version = version + 1;
         self.check_scope(id, next.region_code)?;
         view.record(
             id,
             before,
             next,
-            event.version,
+            version,
             command.request_id.as_deref().map(|r| (r, seq)),
         );
+        let event = command.recorded(seq, version, self.now, &self.writer.actor);
         Ok(Decision::Append(Box::new(event)))
     }
 }

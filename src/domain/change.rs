@@ -294,8 +294,10 @@ pub struct Command {
 
 impl Command {
     /// The event that records this command at `seq`, as version `version` of its household.
+    /// It takes the command: a decided command is done with, and its members, names and notes
+    /// move into the event instead of being copied (a copy was ~3% of a batch's CPU).
     pub fn recorded(
-        &self,
+        self,
         seq: u64,
         version: u64,
         recorded_at: DateTime<Utc>,
@@ -303,14 +305,14 @@ impl Command {
     ) -> Event {
         Event {
             seq,
-            household_id: self.household_id.clone(),
+            household_id: self.household_id,
             version,
             effective_date: self.effective_date,
             recorded_at,
             actor: actor.to_owned(),
-            document_ref: self.document_ref.clone(),
-            request_id: self.request_id.clone(),
-            change: self.change.clone(),
+            document_ref: self.document_ref,
+            request_id: self.request_id,
+            change: self.change,
         }
     }
 

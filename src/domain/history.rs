@@ -168,8 +168,9 @@ pub fn decide_correction(
         .iter()
         .fold(None, |state, e| apply(state, e.effective_date, e.change));
 
-    // The stream as it would stand, re-decided from the first event.
-    let proposed = command.recorded(
+    // The stream as it would stand, re-decided from the first event. (The command is only
+    // borrowed here: the writer records it once the decision stands.)
+    let proposed = command.clone().recorded(
         stream.last().map_or(0, |e| e.seq) + 1,
         stream.len() as u64 + 1,
         chrono::DateTime::<chrono::Utc>::MIN_UTC,
