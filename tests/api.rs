@@ -519,6 +519,24 @@ async fn a_batch_is_all_or_nothing() {
     .await
     .unwrap();
     assert_eq!(receipts[1].version, 2);
+    // One request_id on two commands of a batch: refused whole, naming the second.
+    let head_before = head(&server).await;
+    let with_id = |c, id: &str| tweak(c, |c| c.request_id = Some(id.into()));
+    let twice = [
+        with_id(identify("R1", "2015-03-01", &[700]), "upload-7"),
+        with_id(identify("R2", "2015-03-01", &[701]), "upload-8"),
+        with_id(identify("R3", "2015-03-01", &[702]), "upload-7"),
+    ];
+    let status = send_batch(&mut registry, &twice).await.unwrap_err();
+    assert_eq!(status.code(), Code::InvalidArgument);
+    let violations = status.get_details_bad_request().unwrap().field_violations;
+    assert_eq!(violations.len(), 1, "{violations:?}");
+    assert_eq!(violations[0].field, "commands[2].request_id");
+    assert!(
+        violations[0].description.contains("commands[0]"),
+        "{violations:?}"
+    );
+    assert_eq!(head(&server).await, head_before);
 }
 
 #[tokio::test]

@@ -271,10 +271,13 @@ impl Api {
         if !violations.is_empty() {
             return Err(Error::InvalidInput(violations).into());
         }
-        let mut seen = std::collections::HashMap::new();
+        // Borrowed and foldhash-ed: a copy and a SipHash of every request_id showed in the
+        // profile of a batch load.
+        let mut seen: foldhash::HashMap<&str, usize> =
+            foldhash::HashMapExt::with_capacity(commands.len());
         for (i, command) in commands.iter().enumerate() {
-            if let Some(request_id) = &command.request_id {
-                if let Some(first) = seen.insert(request_id.clone(), i) {
+            if let Some(request_id) = command.request_id.as_deref() {
+                if let Some(first) = seen.insert(request_id, i) {
                     return Err(Error::invalid(
                         format!("commands[{i}].request_id"),
                         format!("'{request_id}' is also the request_id of commands[{first}]"),

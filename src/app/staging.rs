@@ -145,11 +145,20 @@ impl<'a> Staged<'a> {
         self.changes
     }
 
-    /// Takes in the changes of a layer that was staged over this one.
+    /// Takes in the changes of a layer that was staged over this one. Into an empty layer (a
+    /// group's first job, often its only one) they move whole: re-inserting a batch's thousands
+    /// of entries one by one hashed each key a second time and grew the tables by doubling.
     pub fn absorb(&mut self, changes: Changes) {
-        self.changes.households.extend(changes.households);
-        self.changes.persons.extend(changes.persons);
-        self.changes.requests.extend(changes.requests);
+        fn take_in<K: Eq + std::hash::Hash, V>(into: &mut HashMap<K, V>, from: HashMap<K, V>) {
+            if into.is_empty() {
+                *into = from;
+            } else {
+                into.extend(from);
+            }
+        }
+        take_in(&mut self.changes.households, changes.households);
+        take_in(&mut self.changes.persons, changes.persons);
+        take_in(&mut self.changes.requests, changes.requests);
     }
 }
 
