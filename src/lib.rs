@@ -12,6 +12,7 @@ pub mod demo;
 pub mod domain;
 pub mod error;
 pub mod fuzzing;
+pub mod heap;
 pub mod loadgen;
 pub mod projection;
 pub mod store;

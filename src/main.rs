@@ -12,8 +12,14 @@ use tracing_subscriber::EnvFilter;
 /// mimalloc, not glibc's malloc: the writer thread allocates what the gRPC threads free, and
 /// glibc's per-arena locks showed up as futex wake-ups and `malloc_consolidate` in the profile
 /// of a batch load (~15% of the writer's time).
+#[cfg(not(feature = "heap-stats"))]
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+/// With `--features heap-stats`, mimalloc counting its live bytes (see `rollstore::heap`).
+#[cfg(feature = "heap-stats")]
+#[global_allocator]
+static ALLOCATOR: rollstore::heap::Counting = rollstore::heap::Counting;
 
 /// rollstore — the event store of the poverty-alleviation household register (建档立卡) and its
 /// dynamic adjustment (动态调整).
@@ -547,6 +553,7 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
         opened_in_ms = started.elapsed().as_millis() as u64,
         "rollstore is serving"
     );
+    rollstore::heap::report("once serving");
     let options = args.security.options(args.listen, args.limits.api())?;
     if let (rollstore::api::auth::Authentication::On(principals), Some(path)) =
         (&options.auth, args.security.principals.clone())

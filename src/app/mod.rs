@@ -659,6 +659,7 @@ impl Shared {
             longest_hold_ms = drafted.longest_hold.as_millis() as u64,
             "checkpoint written"
         );
+        crate::heap::report("after a checkpoint");
         Ok(head)
     }
 
