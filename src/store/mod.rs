@@ -464,8 +464,9 @@ impl Log {
     ///
     /// If the write or its sync fails (a full disk, say), sled cannot be trusted to go on: the
     /// database is closed and reopened from what is on disk, anything past the acknowledged
-    /// head is removed (it was never acknowledged), and the error is returned. Once the cause is
-    /// gone, the next append succeeds; no restart is needed.
+    /// head is removed (it was never acknowledged), and the error is returned. If that reopen
+    /// fails too, the database stays closed until the next append or read reopens it. Once the
+    /// cause is gone, the next append succeeds; no restart is needed.
     pub fn append(&self, bodies: &[Vec<u8>]) -> Result<Vec<Head>, Error> {
         let mut head = self
             .head
