@@ -241,8 +241,8 @@ pub type RosterKey = (RegionCode, HouseholdId);
 /// The register at the head of the log.
 ///
 /// Its serialized form (a checkpoint's sections, one after the other) is its fields in the
-/// order here: first what a checkpoint writes in one piece, then the indexes, the region trees
-/// and the households, which it writes a few thousand entries at a time, each in a section of
+/// order here: first what a checkpoint writes in one piece, then the households, the indexes
+/// and the region trees, which it writes a few thousand entries at a time, each in a section of
 /// its own and the households in eight (see [`Roll::begin_checkpoint`]).
 #[derive(Debug, Default, Clone, PartialEq, Eq, Deserialize)]
 pub struct Roll {
@@ -251,6 +251,8 @@ pub struct Roll {
     /// `(recorded_at, last seq recorded then)`, one entry per distinct time, ascending.
     #[serde(with = "recorded_form")]
     recorded: Vec<(DateTime<Utc>, u64)>,
+    /// Before the indexes: a checkpoint writes them first (see [`Roll::begin_checkpoint`]).
+    households: Households,
     /// request_id (as a digest) → the seq of the event it produced.
     requests: Sharded<RequestKey, Seq48>,
     /// Person (`IdNumber::compact`) → the number of the household holding them: 12 bytes an
@@ -263,7 +265,6 @@ pub struct Roll {
     /// this and `by_region` together; apart, a household that never moved (most) is in one
     /// tree instead of two (~50 MB at a million households).
     former: RosterIndex,
-    households: Households,
 }
 
 /// The first fields of a [`Roll`], in its order: what a checkpoint writes in one piece while
@@ -306,11 +307,11 @@ impl Serialize for Roll {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         (
             self.indexes(),
+            &self.households,
             &self.requests,
             &self.persons,
             &self.by_region,
             &self.former,
-            &self.households,
         )
             .serialize(serializer)
     }
@@ -359,13 +360,14 @@ impl Roll {
                 Err(e) => Err(e.to_string()),
             }
         }
+        const HOUSEHOLDS_END: usize = 1 + households::SECTIONS;
         let section = match n {
             0 => Section::Indexes(read(bytes, scratch)?),
-            1 => Section::Requests(read(bytes, scratch)?),
-            2 => Section::Persons(read(bytes, scratch)?),
-            3 => Section::ByRegion(read(bytes, scratch)?),
-            4 => Section::Former(read(bytes, scratch)?),
-            n if n < Self::CHECKPOINT_SECTIONS => Section::Households(read(bytes, scratch)?),
+            1..HOUSEHOLDS_END => Section::Households(read(bytes, scratch)?),
+            HOUSEHOLDS_END => Section::Requests(read(bytes, scratch)?),
+            n if n == HOUSEHOLDS_END + 1 => Section::Persons(read(bytes, scratch)?),
+            n if n == HOUSEHOLDS_END + 2 => Section::ByRegion(read(bytes, scratch)?),
+            n if n == HOUSEHOLDS_END + 3 => Section::Former(read(bytes, scratch)?),
             _ => return Err(format!("a roll has {} sections", Self::CHECKPOINT_SECTIONS)),
         };
         Ok(RollSection(section))
@@ -378,14 +380,24 @@ impl Roll {
             return Err(not_a_roll());
         }
         let mut sections = sections.into_iter().map(|s| s.0);
+        let Some(Section::Indexes(indexes)) = sections.next() else {
+            return Err(not_a_roll());
+        };
+        let households = sections
+            .by_ref()
+            .take(households::SECTIONS)
+            .map(|section| match section {
+                Section::Households(households) => Ok(households),
+                _ => Err(not_a_roll()),
+            })
+            .collect::<Result<_, _>>()?;
         let mut next = || sections.next();
         let (
-            Some(Section::Indexes(indexes)),
             Some(Section::Requests(requests)),
             Some(Section::Persons(persons)),
             Some(Section::ByRegion(by_region)),
             Some(Section::Former(former)),
-        ) = (next(), next(), next(), next(), next())
+        ) = (next(), next(), next(), next())
         else {
             return Err(not_a_roll());
         };
@@ -394,22 +406,16 @@ impl Roll {
             tallies,
             recorded,
         } = indexes;
-        let households = sections
-            .map(|section| match section {
-                Section::Households(households) => Ok(households),
-                _ => Err(not_a_roll()),
-            })
-            .collect::<Result<_, _>>()?;
         let households = Households::from_sections(households).map_err(|e| e.to_string())?;
         Ok(Roll {
             head,
             tallies,
             recorded,
+            households,
             requests,
             persons,
             by_region,
             former,
-            households,
         })
     }
 
@@ -433,13 +439,17 @@ impl Roll {
     ///
     /// ```text
     ///   roll lock:  [begin]  writes  [piece]  writes  [piece] …
-    ///   sections:   head tallies recorded │ requests │ persons │ by_region │ former │ households ×8
+    ///   sections:   head tallies recorded │ households ×8 │ requests │ persons │ by_region │ former
     ///               └─ written by begin ─┘ └──── part 0 … part 11, ~4,096 entries a piece ───────┘
     /// ```
     ///
     /// Each is a section of the checkpoint, so that a start-up decodes them side by side
     /// ([`Roll::decode_section`]); one after the other, they are the roll's serialized form.
-    /// The households, most of a roll without request_ids, are eight sections of their own.
+    /// The households, most of a roll without request_ids, are eight sections of their own,
+    /// and come first: what a write saves for the checkpoint is a whole household (its state,
+    /// seqs, regions and timeline, ~5 allocations) but one entry of an index or region tree,
+    /// so the households are the structure to have written before the others' seconds of
+    /// encoding (the request index is the largest part at 10M events with request_ids).
     /// The caller holds the roll's lock against writes during each call, not between them, so
     /// that writes wait for one piece, not for the whole roll (~2 s at 10M events). Every call
     /// after this one must continue or end it.
@@ -464,8 +474,8 @@ impl Roll {
         written
     }
 
-    /// Entries (requests, people, region entries, then households) a checkpoint encodes in one piece:
-    /// ~3 ms under load, while writes wait.
+    /// Entries (households, then requests, people and region entries) a checkpoint encodes in
+    /// one piece: ~3 ms under load, while writes wait.
     pub const CHECKPOINT_STEP: usize = 4_096;
 
     /// The parts [`Roll::continue_checkpoint`] writes, each a section after the first fields':
@@ -475,9 +485,9 @@ impl Roll {
     /// The sections of a checkpoint of a roll: the first fields', then one for each part.
     pub const CHECKPOINT_SECTIONS: usize = 1 + Self::CHECKPOINT_PARTS;
 
-    /// Encodes up to `step` more entries of `part` (the request index, the person index, the
-    /// two region trees, then the households' sections: 0 to 11, each until it is done, in that
-    /// order) of the checkpoint begun by [`Roll::begin_checkpoint`] onto `piece`, each as it
+    /// Encodes up to `step` more entries of `part` (the households' sections, then the request
+    /// index, the person index and the two region trees: 0 to 11, each until it is done, in
+    /// that order) of the checkpoint begun by [`Roll::begin_checkpoint`] onto `piece`, each as it
     /// was then, for the caller to write out once it has released the roll; true once every
     /// entry of the part is encoded (and the checkpoint has ended, after the last part).
     pub fn continue_checkpoint(
@@ -520,11 +530,11 @@ impl Roll {
     /// each in as many sections as it has.
     fn structures(&self) -> [&dyn Piecewise; 5] {
         [
+            &self.households,
             &self.requests,
             &self.persons,
             &self.by_region,
             &self.former,
-            &self.households,
         ]
     }
 

@@ -1,7 +1,7 @@
 //! Checkpoint files: a snapshot of derived data, tied to the log position it was taken at.
 //!
 //! ```text
-//!   roll.checkpoint  =  "RSCKPT15" ‖ seq (u64 BE) ‖ hash(seq) (32) ‖ len (u64 BE)
+//!   roll.checkpoint  =  "RSCKPT16" ‖ seq (u64 BE) ‖ hash(seq) (32) ‖ len (u64 BE)
 //!                       ‖ SHA-256(table) (32) ‖ payload (len bytes)
 //!   payload          =  section₁ ‖ … ‖ sectionₙ ‖ table
 //!   table            =  (len (u64 BE) ‖ SHA-256(section)) for each section ‖ n (u32 BE)
@@ -34,10 +34,11 @@ use crate::error::Error;
 /// them a piece at a time; `08`: the region trees too; `09`: the person index too, in
 /// shards; `10`: the request index too, as digests; `11`: request digests of 12 bytes; `12`:
 /// each index shard as one string of fixed-width entries; `13`: the payload in sections; `14`:
-/// the households in several sections; `15`: region codes as numbers, not text): a
+/// the households in several sections; `15`: region codes as numbers, not text; `16`: the
+/// households before the indexes): a
 /// reader would only fail to decode an older payload and replay the log, but the header says
 /// so before anything is read.
-const MAGIC: &[u8; 8] = b"RSCKPT15";
+const MAGIC: &[u8; 8] = b"RSCKPT16";
 const FILE: &str = "roll.checkpoint";
 const HEADER: usize = 8 + 8 + 32 + 8 + 32;
 /// A section's line in the table: its length and its digest.
