@@ -251,7 +251,8 @@ pub struct Roll {
     /// `(recorded_at, last seq recorded then)`, one entry per distinct time, ascending.
     #[serde(with = "recorded_form")]
     recorded: Vec<(DateTime<Utc>, u64)>,
-    /// Before the indexes: a checkpoint writes them first (see [`Roll::begin_checkpoint`]).
+    /// Every household, by number. Ahead of the indexes because a checkpoint writes the
+    /// households first (see [`Roll::begin_checkpoint`]).
     households: Households,
     /// request_id (as a digest) → the seq of the event it produced.
     requests: Sharded<RequestKey, Seq48>,
