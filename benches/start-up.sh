@@ -37,7 +37,9 @@ for _ in $(seq "${ROUNDS:-3}"); do
         # utime and stime, in clock ticks, are the 14th and 15th fields of /proc/<pid>/stat.
         cpu=$(awk -v hz="$(getconf CLK_TCK)" '{ printf "%.2f", ($14 + $15) / hz }' "/proc/$SERVER/stat")
         peak=$(awk '$1 == "VmHWM:" { print int($2 / 1024) }' "/proc/$SERVER/status")
-        echo "$BIN: $(start_up_steps "$DIR/server.log")peak=${peak}MiB cpu=${cpu}s"
+        # minflt, the 10th field: pages touched for the first time (each zeroed by the kernel).
+        faults=$(awk '{ print $10 }' "/proc/$SERVER/stat")
+        echo "$BIN: $(start_up_steps "$DIR/server.log")peak=${peak}MiB cpu=${cpu}s page_faults=${faults}"
         kill -9 "$SERVER"
         wait "$SERVER" 2>/dev/null || true
         SERVER=
