@@ -9,8 +9,8 @@ use chrono::NaiveDate;
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 use rollstore::app::{audit, Config, Register};
 use rollstore::domain::{
-    apply, decide, Attribute, Cause, Change, Command, Context, Date, Health, HouseholdId, IdNumber,
-    Identification, Labor, Member, Monitoring, Policy, RegionCode, Relation, Schooling,
+    apply, decide, Attribute, Cause, Change, Command, Context, Date, Event, Health, HouseholdId,
+    IdNumber, Identification, Labor, Member, Monitoring, Policy, RegionCode, Relation, Schooling,
 };
 use rollstore::projection::Roll;
 use rollstore::store::Log;
@@ -124,6 +124,11 @@ fn decide_and_apply(c: &mut Criterion) {
     let event = command.clone().recorded(1, 1, recorded_at, "bench");
     c.bench_function("domain/encode_identify_body", |b| {
         b.iter(|| black_box(serde_json::to_vec(&event).unwrap()))
+    });
+    // What every reader of the log does for each event: a replay, a history, a subscriber.
+    let body = serde_json::to_vec(&event).unwrap();
+    c.bench_function("domain/decode_identify_body", |b| {
+        b.iter(|| black_box(Event::from_body(black_box(&body)).unwrap()))
     });
     let state = decide(ctx, None, &command, &roll).unwrap();
     let adjust = Change::Adjust(rollstore::domain::Adjustment {

@@ -131,11 +131,7 @@ pub struct Recorded {
 impl Recorded {
     /// Decodes a stored entry. A body that does not decode is corruption, never a panic.
     pub fn decode(entry: Entry) -> Result<Self, Error> {
-        // The body is checked as UTF-8 once, whole, and read as text: reading it as bytes made
-        // serde_json check each string on its own, ~5% of a replay's samples.
-        let event: Event = std::str::from_utf8(&entry.body)
-            .map_err(|e| e.to_string())
-            .and_then(|text| serde_json::from_str(text).map_err(|e| e.to_string()))
+        let event = Event::from_body(&entry.body)
             .map_err(|e| Error::Corrupt(format!("event {} does not decode: {e}", entry.seq)))?;
         if event.seq != entry.seq {
             return Err(Error::Corrupt(format!(
