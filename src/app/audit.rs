@@ -330,11 +330,12 @@ fn read_checkpoint(dir: &Path) -> Checkpoint {
 }
 
 /// Opens the log and loads the roll, decoding the checkpoint on other threads while sled
-/// opens: sled 0.34.7 writes its snapshot only when it opens, so the first open after a long
-/// run re-reads everything written since (1.5–3.6 s after writing 10M events, once ~7 s), and
-/// the checkpoint takes ~1.3–2.3 s to decode at that size (`log_opened_ms` and
-/// `checkpoint_read_ms` in the start-up's log line); side by side, a start-up waits for the
-/// longer of the two. (Decoding on one thread while sled opened, and on this one too once it
+/// opens: sled 0.34.7 writes its snapshot only when it opens, so an open re-reads everything
+/// written since the last (1.5–3.8 s after writing 10M events from an empty store, once ~7 s;
+/// a server reopens sled after a checkpoint every few million events to bound it, see
+/// `Shared::reopen_log_if_due`), and the checkpoint takes ~1–3 s to decode at that size
+/// (`log_opened_ms` and `checkpoint_read_ms` in the start-up's log line); side by side, a
+/// start-up waits for the longer of the two. (Decoding on one thread while sled opened, and on this one too once it
 /// was open, so that the two did not share the two cores three ways, was no faster: served in
 /// 4.6–5.2 s against 4.1–5.9 s, `ROUNDS=4 benches/start-up.sh` on a store crashed at 10M
 /// events.) The checkpoint is still checked against the log before anything is served.
