@@ -335,10 +335,11 @@ fn read_checkpoint(dir: &Path) -> Checkpoint {
 /// a server reopens sled after a checkpoint every few million events to bound it, see
 /// `Shared::reopen_log_if_due`), and the checkpoint takes ~1–3 s to decode at that size
 /// (`log_opened_ms` and `checkpoint_read_ms` in the start-up's log line); side by side, a
-/// start-up waits for the longer of the two. (Decoding on one thread while sled opened, and on this one too once it
-/// was open, so that the two did not share the two cores three ways, was no faster: served in
-/// 4.6–5.2 s against 4.1–5.9 s, `ROUNDS=4 benches/start-up.sh` on a store crashed at 10M
-/// events.) The checkpoint is still checked against the log before anything is served.
+/// start-up waits for the longer of the two. (Decoding on one thread while sled opened, and
+/// on this one too once it was open, so that the two did not share the two cores three ways,
+/// was no faster: served in 4.6–5.2 s against 4.1–5.9 s, `ROUNDS=4 benches/start-up.sh` on a
+/// store crashed at 10M events.) The checkpoint is still checked against the log before
+/// anything is served.
 pub fn open_with_roll(dir: &Path) -> Result<(Log, Roll, LoadedFrom), Error> {
     let timed = |read: &dyn Fn() -> Checkpoint| {
         let began = Instant::now();

@@ -273,7 +273,6 @@ impl Register {
             // tail just replayed counts toward the next checkpoint, so that a start-up replays
             // at most about `checkpoint_every` events however often the server crashes.
             checkpointed: std::sync::atomic::AtomicU64::new(from.checkpoint_seq),
-
             failed: std::sync::Mutex::new(None),
         });
         let (jobs, receiver) = mpsc::channel(4096);
