@@ -670,7 +670,7 @@ impl Shared {
     /// checkpoints; with it, about `reopen_log_every` events' worth at most (0.25–0.56 s
     /// after a load of 9.9M events that reopened at 4.2M and 9.3M). After a checkpoint,
     /// because a start-up needs the log only from the checkpoint on. Writes wait while it
-    /// reopens (0.8–0.9 s every 4M events at the default: `opened_ms` in the server's log).
+    /// reopens (0.7–0.9 s every 4M events at the default: `opened_ms` in the server's log).
     fn reopen_log_if_due(&self, checkpointed: u64) {
         let every = self.config.reopen_log_every;
         if every == 0 || checkpointed.saturating_sub(self.log.opened_at()) < every {

@@ -553,7 +553,7 @@ impl Log {
     /// now). sled 0.34.7 writes one only when it opens, and each open re-reads everything
     /// written since the last: 2.3–3.8 s after 10M events from an empty store, growing with
     /// the uptime, not with the tail a start-up replays. Appends and reads wait while it
-    /// reopens, which is the same re-reading (0.8–0.9 s after ~4M events: `opened_ms` in its
+    /// reopens, which is the same re-reading (0.7–0.9 s after ~4M events: `opened_ms` in its
     /// line in the server's log). If it fails, the store is left closed and the next append or
     /// read reopens it, as after a failed write.
     pub fn reopen(&self) -> Result<(), Error> {
