@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # How long a start-up takes after a crash: loads EVENTS events (the mixed load, batches of
 # 1,000) into a fresh server, lets its background checkpoint finish, kills it with SIGKILL (no
-# shutdown checkpoint), and restarts it, reporting what it loaded, how long it took until it
-# served, and its RSS then. Then it appends AFTER more events, kills it again, and restarts it once more: the
+# shutdown checkpoint), and restarts it, reporting what it loaded (and where it reopened sled
+# while loading, with how long writes waited), how long it took until it served, and its RSS
+# then. Then it appends AFTER more events, kills it again, and restarts it once more: the
 # second restart shows where the next checkpoint fell after a crash. Last, it stops the server
 # and exports the whole log, reporting the export's time and peak RSS: what reading the whole
 # log costs (every reader of the log, a subscriber's catch-up or VerifyChain as much as a
@@ -55,6 +56,7 @@ load() {
         grep -E '^events'
     # A background checkpoint may be encoding still: let it finish, as a crash would not.
     settle "$SERVER"
+    reopens "$DIR/server.log"
 }
 
 crash() {

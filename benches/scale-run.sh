@@ -2,8 +2,8 @@
 # A scale run you can repeat: build a store of HOUSEHOLDS households and about EVENTS events
 # through the gRPC load generator (AppendBatch of 1,000, the mixed load), then report load
 # time, disk size against the event bodies, the server's peak RSS (loading, and restarted once
-# it serves), the restart time until it serves, and the latency of single writes on the full
-# store against an empty one.
+# it serves), the restart time until it serves, each reopen of sled during the load and how long
+# writes waited for it, and the latency of single writes on the full store against an empty one.
 #
 #   HOUSEHOLDS=1000000 EVENTS=10000000 benches/scale-run.sh      # the issue's scale (~15 min)
 #   HOUSEHOLDS=100000 EVENTS=1000000 benches/scale-run.sh        # the default, a few minutes
@@ -29,6 +29,8 @@ mkdir -p "$DIR"
 [ -n "${NOBUILD:-}" ] || cargo build --release --quiet
 # shellcheck source=benches/settle.sh
 . benches/settle.sh
+# shellcheck source=benches/start-up-log.sh
+. benches/start-up-log.sh
 
 start_server() {
     "$BIN" serve --data "$DIR/store" --listen "127.0.0.1:$PORT" 2>>"$DIR/server.log" &
@@ -74,6 +76,7 @@ echo "load:     (${loaded_in} s wall) $(python3 -c "import json;d=json.load(open
 echo "disk:     ${disk} MiB for ${bodies} MiB of event bodies ($(python3 -c "print(round($disk / max($bodies, 1), 2))")x)"
 echo "peak RSS: ${rss} MiB loading; ${restart_rss[*]} MiB restarted, once it serves"
 echo "restart:  ${restarts[*]} ms until it serves (checkpoint + tail; first right after the load)"
+echo "reopens:  $(reopens "$DIR/server.log")"
 python3 -c "
 import json
 e=json.load(open('$DIR/empty-single.json')); f=json.load(open('$DIR/full-single.json'))

@@ -7,6 +7,8 @@
 #   start_up_steps FILE             each start-up step's time, on one line: sled's open and
 #                                   the checkpoint's decoding (side by side), the replay,
 #                                   and the time until it served
+#   reopens FILE                    each time the server reopened sled after a checkpoint
+#                                   (`--reopen-log-every`), and how long writes waited
 server_log() { sed 's/\x1b\[[0-9;]*m//g' "$1"; }
 
 wait_until_serving() {
@@ -19,4 +21,13 @@ wait_until_serving() {
 start_up_steps() {
     server_log "$1" | grep -aoE '(log_opened|checkpoint_read|replayed|opened_in)_ms=[0-9]+' |
         tr '\n' ' '
+}
+
+reopens() {
+    local seen
+    # No reopen is no match, which is not a failure here (the scripts run under `set -e`).
+    seen=$(server_log "$1" | grep -a "reopened to write sled's snapshot" |
+        grep -oE '(head|opened_ms)=[0-9]+' | paste -d' ' - - | sed 's/^/at /' |
+        paste -sd',' -) || true
+    echo "sled reopened: ${seen:-none}"
 }
