@@ -10,6 +10,7 @@
 #   RESTARTS=3 …                                                 # restart (and time) it 3 times
 #   REQUEST_IDS=1 …                                              # every command with a request_id
 #   BIN=/tmp/other/rollstore NOBUILD=1 …                         # another build, A/B
+#   SERVE_ARGS="--reopen-log-every 0" …                          # serve's options, A/B
 #
 # The first restart comes right after the load, while the kernel may still be writing back the
 # load's gigabytes; later ones show the restart of a settled machine. The full store's single
@@ -33,7 +34,9 @@ mkdir -p "$DIR"
 . benches/start-up-log.sh
 
 start_server() {
-    "$BIN" serve --data "$DIR/store" --listen "127.0.0.1:$PORT" 2>>"$DIR/server.log" &
+    # SERVE_ARGS is split into words on purpose: it holds serve's options.
+    # shellcheck disable=SC2086
+    "$BIN" serve --data "$DIR/store" --listen "127.0.0.1:$PORT" ${SERVE_ARGS:-} 2>>"$DIR/server.log" &
     SERVER=$!
     local begun=$(date +%s%N)
     until "$BIN" bench --address "127.0.0.1:$PORT" --concurrency 1 --requests 1 --seconds 5 >/dev/null 2>&1; do
