@@ -8,6 +8,7 @@
 #
 #   HOUSEHOLDS=1000000 EVENTS=3000000 REQUEST_IDS=1 benches/heap-split.sh   # ~2 min, README
 #   HOUSEHOLDS=1000000 EVENTS=10000000 REQUEST_IDS=1 benches/heap-split.sh  # the scale run's
+#   SERVE_ARGS="--reopen-log-every 0" …                 # serve's options, A/B
 #
 # The loaded figures are taken at the shutdown's checkpoint (after the load has settled, with
 # nothing in flight); the restarted ones once it serves. The build goes to target/heap-stats, so
@@ -29,7 +30,9 @@ SERVER=
 trap '[ -z "$SERVER" ] || { kill -9 "$SERVER"; wait "$SERVER"; } 2>/dev/null; rm -rf "$DIR"' EXIT
 
 start_server() {
-    "$BIN" serve --data "$DIR/store" --listen "127.0.0.1:$PORT" 2>"$DIR/server.log" &
+    # SERVE_ARGS is split into words on purpose: it holds serve's options.
+    # shellcheck disable=SC2086
+    "$BIN" serve --data "$DIR/store" --listen "127.0.0.1:$PORT" ${SERVE_ARGS:-} 2>"$DIR/server.log" &
     SERVER=$!
     wait_until_serving "$SERVER" "$DIR/server.log"
 }
