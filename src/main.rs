@@ -318,7 +318,8 @@ struct ServeArgs {
     /// only when it opens, and a start-up after a crash re-reads everything written since
     /// the last one: 2.3–3.8 s after 10M events from an empty store, and more the longer the
     /// server has run; 0.25–0.56 s with the default. Writes wait while it reopens: 0.7–0.9 s
-    /// every 4M events (`opened_ms` in the server's log).
+    /// every 4M events (`opened_ms` in the server's log); and each reopen leaves the allocator
+    /// holding ~30 MiB more while a large load goes on (README, *Performance*).
     #[arg(long, default_value_t = 4_000_000)]
     reopen_log_every: u64,
     #[command(flatten)]
