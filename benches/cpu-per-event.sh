@@ -20,8 +20,9 @@ PORT=${PORT:-50996}
 BIN=${BIN:-target/release/rollstore}
 [ -n "${NOBUILD:-}" ] || cargo build --release --quiet
 DIR=$(mktemp -d /tmp/rollstore-cpu.XXXXXX)
-"$BIN" serve --data "$DIR/store" --listen "127.0.0.1:$PORT" 2>>"$DIR/server.log" &
-SERVER=$!
+# shellcheck source=benches/start-up-log.sh
+. benches/start-up-log.sh
+start_serving "$DIR"
 trap 'kill -TERM $SERVER 2>/dev/null; wait $SERVER 2>/dev/null; rm -rf "$DIR"' EXIT
 until "$BIN" bench --address "127.0.0.1:$PORT" --concurrency 1 --requests 1 --seconds 5 >/dev/null 2>&1; do
     sleep 0.05

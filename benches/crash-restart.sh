@@ -37,10 +37,7 @@ trap '[ -z "$SERVER" ] || { kill -9 "$SERVER"; wait "$SERVER"; } 2>/dev/null; rm
 
 start_server() {
     : >"$DIR/server.log"
-    # SERVE_ARGS is split into words on purpose: it holds serve's options.
-    # shellcheck disable=SC2086
-    "$BIN" serve --data "$DIR/store" --listen "127.0.0.1:$PORT" ${SERVE_ARGS:-} 2>"$DIR/server.log" &
-    SERVER=$!
+    start_serving "$DIR"
     wait_until_serving "$SERVER" "$DIR/server.log"
     # What it loaded, then each step's time.
     server_log "$DIR/server.log" | sed -n 's/.*loaded the roll: \(.*\) head=.*/\1; /p' | tr -d '\n'

@@ -30,10 +30,9 @@ SERVER=
 trap '[ -z "$SERVER" ] || { kill -9 "$SERVER"; wait "$SERVER"; } 2>/dev/null; rm -rf "$DIR"' EXIT
 
 start_server() {
-    # SERVE_ARGS is split into words on purpose: it holds serve's options.
-    # shellcheck disable=SC2086
-    "$BIN" serve --data "$DIR/store" --listen "127.0.0.1:$PORT" ${SERVE_ARGS:-} 2>"$DIR/server.log" &
-    SERVER=$!
+    # A fresh log for each start: the wait below looks for the line saying it serves.
+    : >"$DIR/server.log"
+    start_serving "$DIR"
     wait_until_serving "$SERVER" "$DIR/server.log"
 }
 

@@ -17,6 +17,8 @@ cd "$(dirname "$0")/.."
 PORT=${PORT:-50995}
 BIN=${BIN:-target/release/rollstore}
 [ -n "${NOBUILD:-}" ] || cargo build --release --quiet
+# shellcheck source=benches/start-up-log.sh
+. benches/start-up-log.sh
 DIR=$(mktemp -d /tmp/rollstore-rss.XXXXXX)
 SERVER=
 stop_server() {
@@ -26,10 +28,7 @@ stop_server() {
 trap 'stop_server; rm -rf "$DIR"' EXIT
 
 start_server() {
-    # SERVE_ARGS is split into words on purpose: it holds serve's options.
-    # shellcheck disable=SC2086
-    "$BIN" serve --data "$DIR/store" --listen "127.0.0.1:$PORT" ${SERVE_ARGS:-} 2>>"$DIR/server.log" &
-    SERVER=$!
+    start_serving "$DIR"
     # A read, so that waiting for the server writes nothing to the store.
     until "$BIN" bench --address "127.0.0.1:$PORT" --mix head --concurrency 1 --requests 1 \
         --seconds 5 >/dev/null 2>&1; do

@@ -34,10 +34,7 @@ mkdir -p "$DIR"
 . benches/start-up-log.sh
 
 start_server() {
-    # SERVE_ARGS is split into words on purpose: it holds serve's options.
-    # shellcheck disable=SC2086
-    "$BIN" serve --data "$DIR/store" --listen "127.0.0.1:$PORT" ${SERVE_ARGS:-} 2>>"$DIR/server.log" &
-    SERVER=$!
+    start_serving "$DIR"
     local begun=$(date +%s%N)
     until "$BIN" bench --address "127.0.0.1:$PORT" --concurrency 1 --requests 1 --seconds 5 >/dev/null 2>&1; do
         sleep 0.05

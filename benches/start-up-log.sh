@@ -1,6 +1,9 @@
-# Sourced by the bench scripts that start a server and time its start-up. The server's log
-# (stderr) has ANSI colours; these read it without them.
+# Sourced by the bench scripts that start a server. The server's log (stderr) has ANSI
+# colours; the readers below read it without them.
 #
+#   start_serving DIR               starts $BIN serving DIR/store on 127.0.0.1:$PORT, with
+#                                   serve's options from SERVE_ARGS and its log appended to
+#                                   DIR/server.log, and sets SERVER to its pid
 #   server_log FILE                 the log, plain
 #   wait_until_serving PID FILE     returns once the log says it serves; if the server
 #                                   died first, prints its log and exits 1
@@ -9,6 +12,13 @@
 #                                   and the time until it served
 #   reopens FILE                    each time the server reopened sled after a checkpoint
 #                                   (`--reopen-log-every`), and how long writes waited
+start_serving() {
+    # SERVE_ARGS is split into words on purpose: it holds serve's options.
+    # shellcheck disable=SC2086
+    "$BIN" serve --data "$1/store" --listen "127.0.0.1:$PORT" ${SERVE_ARGS:-} 2>>"$1/server.log" &
+    SERVER=$!
+}
+
 server_log() { sed 's/\x1b\[[0-9;]*m//g' "$1"; }
 
 wait_until_serving() {

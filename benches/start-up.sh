@@ -31,8 +31,7 @@ for _ in $(seq "${ROUNDS:-3}"); do
         cp -r "$STORE" "$DIR/store"
         sync
         : >"$DIR/server.log"
-        "$BIN" serve --data "$DIR/store" --listen "127.0.0.1:$PORT" 2>"$DIR/server.log" &
-        SERVER=$!
+        start_serving "$DIR"
         wait_until_serving "$SERVER" "$DIR/server.log"
         # utime and stime, in clock ticks, are the 14th and 15th fields of /proc/<pid>/stat.
         cpu=$(awk -v hz="$(getconf CLK_TCK)" '{ printf "%.2f", ($14 + $15) / hz }' "/proc/$SERVER/stat")
