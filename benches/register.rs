@@ -17,7 +17,7 @@ use rollstore::store::Log;
 
 /// The server's allocator (see `src/main.rs`), so that these figures are the server's.
 #[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static ALLOCATOR: rollstore::heap::Allocator = rollstore::heap::Allocator;
 
 fn day(y: i32, m: u32, d: u32) -> Date {
     NaiveDate::from_ymd_opt(y, m, d).unwrap()

@@ -11,15 +11,9 @@ use tracing_subscriber::EnvFilter;
 
 /// mimalloc, not glibc's malloc: the writer thread allocates what the gRPC threads free, and
 /// glibc's per-arena locks showed up as futex wake-ups and `malloc_consolidate` in the profile
-/// of a batch load (~15% of the writer's time).
-#[cfg(not(feature = "heap-stats"))]
+/// of a batch load (~15% of the writer's time). See `rollstore::heap`.
 #[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
-/// With `--features heap-stats`, mimalloc counting its live bytes (see `rollstore::heap`).
-#[cfg(feature = "heap-stats")]
-#[global_allocator]
-static ALLOCATOR: rollstore::heap::Counting = rollstore::heap::Counting;
+static ALLOCATOR: rollstore::heap::Allocator = rollstore::heap::Allocator;
 
 /// rollstore — the event store of the poverty-alleviation household register (建档立卡) and its
 /// dynamic adjustment (动态调整).

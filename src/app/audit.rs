@@ -434,11 +434,14 @@ fn load_roll_from(log: &Log, checkpoint: Checkpoint) -> Result<(Roll, LoadedFrom
         log.get(from)?.map_or(GENESIS, |e| e.hash)
     };
     let mut replay = roll.replay();
-    let disagreed = read_ahead(log, from + 1, Some(previous), |event| {
-        match replay.apply(event, &history) {
-            Ok(()) => ControlFlow::Continue(()),
-            Err(error) => ControlFlow::Break(error),
-        }
+    // On this thread, the roll's growth; the reading thread's allocations are not its.
+    let disagreed = crate::heap::long_lived(|| {
+        read_ahead(log, from + 1, Some(previous), |event| {
+            match replay.apply(event, &history) {
+                Ok(()) => ControlFlow::Continue(()),
+                Err(error) => ControlFlow::Break(error),
+            }
+        })
     })?;
     drop(replay);
     if let Some(error) = disagreed {

@@ -406,21 +406,25 @@ fn commit(shared: &Arc<Shared>, epoch: &AtomicU64, parts: Vec<Part>) {
             .write()
             .expect("the roll lock is never held across a panic");
         let history = LogHistory(&shared.log);
-        for event in &group.events {
-            if let Err(error) = roll.apply(event, &history) {
-                // The events are durable and every job is still answered truthfully, but the
-                // roll no longer matches the log: stop taking writes until a rebuild.
-                tracing::error!(%error, seq = event.seq, "the roll could not follow the log");
-                *shared
-                    .failed
-                    .lock()
-                    .expect("the failure lock is never held across a panic") = Some(format!(
-                    "the roll could not apply event {}: {error}",
-                    event.seq
-                ));
-                break;
+        // The roll's growth goes to pages of its own, apart from the requests' churn: see
+        // `crate::heap`.
+        crate::heap::long_lived(|| {
+            for event in &group.events {
+                if let Err(error) = roll.apply(event, &history) {
+                    // The events are durable and every job is still answered truthfully, but the
+                    // roll no longer matches the log: stop taking writes until a rebuild.
+                    tracing::error!(%error, seq = event.seq, "the roll could not follow the log");
+                    *shared
+                        .failed
+                        .lock()
+                        .expect("the failure lock is never held across a panic") = Some(format!(
+                        "the roll could not apply event {}: {error}",
+                        event.seq
+                    ));
+                    break;
+                }
             }
-        }
+        });
         shared.committed.send_replace(roll.head());
     }
     shared.maybe_checkpoint();
