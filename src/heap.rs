@@ -189,7 +189,10 @@ mod tests {
             let q = Allocator.realloc(p, layout, grown);
             assert!(!q.is_null());
             let then = in_long_lived_heap(q);
-            Allocator.dealloc(q, Layout::from_size_align(grown, 8).expect("a small layout"));
+            Allocator.dealloc(
+                q,
+                Layout::from_size_align(grown, 8).expect("a small layout"),
+            );
             (first, then)
         }
     }
@@ -197,14 +200,23 @@ mod tests {
     #[test]
     fn what_long_lived_allocates_is_in_its_own_heap_and_nothing_else_is() {
         // (size, grown to): small, medium and large blocks, grown past their size class.
-        for (size, grown) in [(16, 48), (1_000, 9_000), (70_000, 700_000), (3 << 20, 9 << 20)] {
+        for (size, grown) in [
+            (16, 48),
+            (1_000, 9_000),
+            (70_000, 700_000),
+            (3 << 20, 9 << 20),
+        ] {
             assert_eq!(long_lived(|| placed(size, grown)), (true, true), "{size}");
             assert_eq!(placed(size, grown), (false, false), "{size}, after");
             // Nested, and on another thread, which does not share this thread's setting.
             let nested = long_lived(|| long_lived(|| placed(size, grown)));
             assert_eq!(nested, (true, true), "{size}, nested");
             let elsewhere = long_lived(|| std::thread::spawn(move || placed(size, grown)).join());
-            assert_eq!(elsewhere.ok(), Some((false, false)), "{size}, another thread");
+            assert_eq!(
+                elsewhere.ok(),
+                Some((false, false)),
+                "{size}, another thread"
+            );
         }
     }
 
