@@ -830,7 +830,7 @@ impl Replay<'_> {
     /// A batch is a million entries (18 MiB), or an eighth of the index if that is more: each
     /// batch copies the whole index once, so a fixed size would make a replay of a whole
     /// national log quadratic, and an eighth keeps the copying to ~8 entries per entry written
-    /// (as a shard's own merges do) while what waits stays an eighth of what the index holds.
+    /// while what waits stays an eighth of what the index holds.
     fn gather(roll: &Roll) -> usize {
         // The unit tests replay thousands of events, not millions: a smaller batch has them
         // cross batches too.

@@ -5,16 +5,16 @@
 //!   run     (k₁,v₁) (k₂,v₂) (k₃,v₃) … (kₙ,vₙ)   sorted by spread(k): entries side by side
 //!                      ▲ a lookup starts where spread(k) says it should be (the spreads are
 //!                      │ even), and gallops to it: a few probes near each other
-//!   recent  k → Some(v)   a key not in the run      merged into the run once it holds an
-//!           k → None      a run key since removed   eighth as many entries as the run
+//!   recent  k → Some(v)   a key not in the run      merged into the run once it holds a
+//!           k → None      a run key since removed   32nd as many entries as the run
 //! ```
 //!
 //! Why not a hash map: a hash table is at most 7/8 full and grows by doubling, so its slots
 //! are ~65% used on average, and the shards of an index fill at the same pace (their keys are
 //! evenly spread), so they all double at about the same time. The request index held ~350 MiB
 //! at 10M events that way, for 18-byte entries (~172 MiB of them). A run holds its entries at
-//! their size; the table of recent changes, which keeps its capacity between merges, adds up
-//! to ~6 bytes an entry.
+//! their size; the table of recent changes, which keeps its capacity between merges, adds ~1
+//! byte an entry.
 //!
 //! A key's *spread* (see [`Spread`]) is a 64-bit hash whose top bits name its shard and whose
 //! other bits are evenly spread: the run is sorted by it, so a key's place in the run is
@@ -81,9 +81,16 @@ pub(crate) fn entry_bytes<K: FixedWidth, V: FixedWidth>(entries: &[(K, V)]) -> V
     bytes
 }
 
-/// A run is merged with the recent changes once they are an eighth of it, or this many: small
-/// shards would otherwise rebuild their run on nearly every insertion.
-const MIN_RECENT: usize = 64;
+/// A run is merged with the recent changes once they are a [`RECENT_SHARE`]th of it, or this
+/// many: small shards would otherwise rebuild their run on nearly every insertion.
+const MIN_RECENT: usize = 32;
+
+/// How small a share of the run the recent changes may grow to before a merge. A merge copies
+/// the run, so a write copies ~this many entries on average (~600 bytes for a request entry:
+/// nothing beside the rest of an event); the recent table, which keeps its capacity, holds room
+/// for up to twice this share. At an eighth, the recent tables held ~31 MiB more at 10M events
+/// with request_ids (`benches/heap-split.sh`: 736 MiB live loaded against 705).
+const RECENT_SHARE: usize = 32;
 
 /// See the module documentation.
 #[derive(Clone)]
@@ -147,7 +154,7 @@ impl<K: Spread, V: Copy> Shard<K, V> {
         }
         self.recent.insert(key, Some(value));
         self.len += 1;
-        if self.recent.len() >= MIN_RECENT.max(self.run.len() / 8) {
+        if self.recent.len() >= MIN_RECENT.max(self.run.len() / RECENT_SHARE) {
             self.merge();
         }
         None
@@ -155,7 +162,7 @@ impl<K: Spread, V: Copy> Shard<K, V> {
 
     /// Sets each key of `batch` to its value: `batch` is sorted as a run is, with no key twice.
     /// The run is rebuilt once with the batch merged in, where inserting one entry at a time
-    /// searched the run for each and rebuilt it every eighth of its length.
+    /// searched the run for each and rebuilt it every [`RECENT_SHARE`]th of its length.
     pub fn insert_sorted(&mut self, batch: &[(K, V)]) {
         if batch.is_empty() {
             return;
@@ -517,16 +524,16 @@ mod tests {
         for n in 0..10_000u64 {
             shard.insert(61_060_219_800_101_000 + n * 7, n as u32);
         }
-        // Every merge leaves a run of exactly its entries; at most an eighth of them wait.
-        assert!(shard.recent.len() < shard.run.len() / 8 + 1);
+        // Every merge leaves a run of exactly its entries; at most a 32nd of them wait.
+        assert!(shard.recent.len() <= MIN_RECENT.max(shard.run.len() / RECENT_SHARE));
         assert_eq!(shard.run.len() + shard.recent.len(), 10_000);
         // The recent table keeps its capacity between merges: with its buckets (a control byte
-        // each, at most 7/8 used), the shard holds ~6 bytes an entry beyond the entries' own 16.
+        // each, at most 7/8 used), the shard holds ~1 byte an entry beyond the entries' own 16.
         let buckets = (shard.recent.capacity() * 8 / 7).next_power_of_two();
         let table = buckets * (std::mem::size_of::<(u64, Option<u32>)>() + 1);
         let bytes = std::mem::size_of_val(&*shard.run) + table;
         assert!(
-            bytes <= 10_000 * (16 + 6),
+            bytes <= 10_000 * (16 + 2),
             "{bytes} bytes for 10,000 entries"
         );
     }
