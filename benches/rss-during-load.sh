@@ -11,7 +11,8 @@
 #   BIN=/tmp/other/rollstore NOBUILD=1 benches/rss-during-load.sh …          # another build
 #
 # Prints the load generator's events line, the peak RSS while loading (the kernel's VmHWM),
-# the RSS samples (one per 3 s), and the RSS restarted. RSS is in MiB throughout.
+# the RSS samples (one per 3 s), the RSS a second at a time around each reopen of sled, and
+# the RSS restarted. RSS is in MiB throughout.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PORT=${PORT:-50995}
@@ -39,16 +40,27 @@ start_server() {
 mib() { awk -v key="$1" '$1 == key":" { printf "%d", $2 / 1024 }' "/proc/$SERVER/status"; }
 
 start_server
+# "seconds since the epoch, RSS", four times a second.
 ( while kill -0 "$SERVER" 2>/dev/null; do
-      mib VmRSS 2>/dev/null || true
-      echo
-      sleep 0.5
+      echo "$(date +%s.%N) $(mib VmRSS 2>/dev/null || true)"
+      sleep 0.25
   done ) >"$DIR/rss.txt" &
 SAMPLER=$!
 "$BIN" bench --address "127.0.0.1:$PORT" --seconds 3600 "$@" | grep -E '^events'
 echo "peak RSS loading: $(mib VmHWM) MiB"
 kill "$SAMPLER" 2>/dev/null || true
-echo "samples (MiB, every 3 s): $(awk 'NF && NR % 6 == 1' "$DIR/rss.txt" | tr '\n' ' ')"
+echo "samples (MiB, every 3 s): $(awk 'NF == 2 && NR % 12 == 1 { print $2 }' "$DIR/rss.txt" | tr '\n' ' ')"
+# Around each reopen of sled (see `serve --reopen-log-every`): the RSS a second at a time, from
+# 3 s before its log line (written once sled is open again) to 10 s after.
+server_log "$DIR/server.log" | grep -a 'the store was reopened' | while read -r line; do
+    at=$(date -d "${line%% *}" +%s.%N)
+    head=$(grep -oE 'head=[0-9]+' <<<"$line")
+    echo "around sled's reopen at $head (0 s: its log line): $(awk -v at="$at" '
+        NF == 2 && $1 >= at - 3 && $1 < at + 10 {
+            second = int($1 - at + 3) - 3
+            if (!(second in seen)) { seen[second] = 1; printf "%+ds %d  ", second, $2 }
+        }' "$DIR/rss.txt")"
+done
 stop_server
 start_server
 sleep 1
