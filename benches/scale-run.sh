@@ -11,6 +11,7 @@
 #   REQUEST_IDS=1 …                                              # every command with a request_id
 #   BIN=/tmp/other/rollstore NOBUILD=1 …                         # another build, A/B
 #   SERVE_ARGS="--reopen-log-every 0" …                          # serve's options, A/B
+#   DIR=/tmp/scale …                                             # keep the store there
 #
 # The first restart comes right after the load, while the kernel may still be writing back the
 # load's gigabytes; later ones show the restart of a settled machine. The full store's single
@@ -23,7 +24,9 @@ HOUSEHOLDS=${HOUSEHOLDS:-100000}
 EVENTS=${EVENTS:-1000000}
 # As the demo and a client that retries safely send them: the server keeps an entry per event.
 IDS=(); [ -z "${REQUEST_IDS:-}" ] || IDS=(--request-ids)
-DIR=${DIR:-$(mktemp -d /tmp/rollstore-scale.XXXXXX)}
+# A store of its own, removed at the end (~12 GiB at the issue's scale, with the export), unless
+# DIR names where to keep it.
+if [ -n "${DIR:-}" ]; then KEPT=1; else KEPT=; DIR=$(mktemp -d /tmp/rollstore-scale.XXXXXX); fi
 PORT=${PORT:-50999}
 BIN=${BIN:-target/release/rollstore}
 mkdir -p "$DIR"
@@ -32,6 +35,9 @@ mkdir -p "$DIR"
 . benches/settle.sh
 # shellcheck source=benches/start-up-log.sh
 . benches/start-up-log.sh
+SERVER=
+trap 'if [ -n "$SERVER" ] && kill -TERM "$SERVER" 2>/dev/null; then wait "$SERVER" || true; fi
+      [ -n "$KEPT" ] || rm -rf "$DIR"' EXIT
 
 start_server() {
     start_serving "$DIR"
