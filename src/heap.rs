@@ -43,7 +43,9 @@ static LIVE: AtomicIsize = AtomicIsize::new(0);
 pub struct Allocator;
 
 /// The heap for long-lived data, as an address (a raw pointer is not `Sync`). mimalloc's heaps
-/// (version 3) can be allocated from on any thread and freed from any thread.
+/// (version 3, `libmimalloc-sys`'s default) can be allocated from on any thread and freed from
+/// any thread; version 2's belonged to the thread that made them, so its `v2` feature must stay
+/// off.
 static LONG_LIVED: OnceLock<usize> = OnceLock::new();
 
 thread_local! {

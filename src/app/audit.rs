@@ -434,7 +434,8 @@ fn load_roll_from(log: &Log, checkpoint: Checkpoint) -> Result<(Roll, LoadedFrom
         log.get(from)?.map_or(GENESIS, |e| e.hash)
     };
     let mut replay = roll.replay();
-    // On this thread, the roll's growth; the reading thread's allocations are not its.
+    // What the replay adds to the roll goes to the long-lived heap (see `crate::heap`): this
+    // thread applies; the reading thread's allocations (the decoded events) stay in its own.
     let disagreed = crate::heap::long_lived(|| {
         read_ahead(log, from + 1, Some(previous), |event| {
             match replay.apply(event, &history) {
