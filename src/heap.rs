@@ -86,34 +86,37 @@ fn heap() -> *mut mi::mi_heap_t {
     HEAP.with(Cell::get)
 }
 
+/// A new block for `layout`, zeroed or not, from this thread's heap of the moment.
+///
+/// # Safety
+/// As for [`GlobalAlloc::alloc`]: `layout` has a non-zero size.
+unsafe fn allocate(layout: Layout, zeroed: bool) -> *mut u8 {
+    count(signed(layout.size()));
+    let (size, align, heap) = (layout.size(), layout.align(), heap());
+    // SAFETY: the caller's contract, passed on; `heap` is null or a live heap.
+    unsafe {
+        match (heap.is_null(), zeroed) {
+            (true, false) => mi::mi_malloc_aligned(size, align),
+            (true, true) => mi::mi_zalloc_aligned(size, align),
+            (false, false) => mi::mi_heap_malloc_aligned(heap, size, align),
+            (false, true) => mi::mi_heap_zalloc_aligned(heap, size, align),
+        }
+        .cast()
+    }
+}
+
 // SAFETY: every method calls mimalloc's aligned functions with the caller's size and
 // alignment, as `mimalloc::MiMalloc` does, on the thread's heap of the moment; mimalloc frees a
 // block of any heap with `mi_free`.
 unsafe impl GlobalAlloc for Allocator {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        count(signed(layout.size()));
-        let heap = heap();
-        // SAFETY: the caller's contract for `alloc`, passed on; `heap` is null or a live heap.
-        unsafe {
-            if heap.is_null() {
-                mi::mi_malloc_aligned(layout.size(), layout.align()).cast()
-            } else {
-                mi::mi_heap_malloc_aligned(heap, layout.size(), layout.align()).cast()
-            }
-        }
+        // SAFETY: the caller's contract for `alloc`, passed on.
+        unsafe { allocate(layout, false) }
     }
 
     unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        count(signed(layout.size()));
-        let heap = heap();
-        // SAFETY: as for `alloc`.
-        unsafe {
-            if heap.is_null() {
-                mi::mi_zalloc_aligned(layout.size(), layout.align()).cast()
-            } else {
-                mi::mi_heap_zalloc_aligned(heap, layout.size(), layout.align()).cast()
-            }
-        }
+        // SAFETY: the caller's contract for `alloc_zeroed`, passed on.
+        unsafe { allocate(layout, true) }
     }
 
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
@@ -180,13 +183,27 @@ mod tests {
         !heap.is_null() && unsafe { mi_heap_contains(heap, p.cast()) }
     }
 
-    /// Allocates, grows and frees through [`Allocator`], and says where each block was.
+    /// Allocates (zeroed, the second time), grows and frees through [`Allocator`], and says
+    /// where each block was.
     fn placed(size: usize, grown: usize) -> (bool, bool) {
+        let first = placed_as(size, grown, false);
+        assert_eq!(placed_as(size, grown, true), first, "{size}, zeroed");
+        first
+    }
+
+    fn placed_as(size: usize, grown: usize, zeroed: bool) -> (bool, bool) {
         let layout = Layout::from_size_align(size, 8).expect("a small layout");
         // SAFETY: a non-zero size; the block is freed below with its layout.
         unsafe {
-            let p = Allocator.alloc(layout);
+            let p = if zeroed {
+                Allocator.alloc_zeroed(layout)
+            } else {
+                Allocator.alloc(layout)
+            };
             assert!(!p.is_null());
+            if zeroed {
+                assert!(std::slice::from_raw_parts(p, size).iter().all(|&b| b == 0));
+            }
             let first = in_long_lived_heap(p);
             let q = Allocator.realloc(p, layout, grown);
             assert!(!q.is_null());
