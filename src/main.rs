@@ -300,8 +300,8 @@ struct ServeArgs {
     /// that a restart replays at most about this many, after a crash too (events replayed at a
     /// start-up count toward the next one). At 10M events a restart after a crash takes
     /// 1–3 s (sled's open, bounded by --reopen-log-every, beside the checkpoint's decoding)
-    /// plus ~3 µs for each event replayed: 3.5–5.3 s with the default (~900,000 replayed).
-    /// Each checkpoint there is 1–4 s of background work (writes wait only for one piece of
+    /// plus ~3 µs for each event replayed: 3.5–5.8 s with the default (~900,000 replayed).
+    /// Each checkpoint there is 1–7 s of background work (writes wait only for one piece of
     /// it at a time), and writes made while one runs are noted in memory until it ends: with
     /// 500,000 one bulk load of 10M events ran ~10% slower (another as fast), and one with
     /// request_ids peaked at 1,080 MiB against 994–1,045 MiB.
@@ -312,8 +312,9 @@ struct ServeArgs {
     /// only when it opens, and a start-up after a crash re-reads everything written since
     /// the last one: 2.3–3.8 s after 10M events from an empty store, and more the longer the
     /// server has run; 0.25–0.56 s with the default. Writes wait while it reopens: 0.7–0.9 s
-    /// every 4M events (`opened_ms` in the server's log); and each reopen leaves the allocator
-    /// holding ~30 MiB more while a large load goes on (README, *Performance*).
+    /// every 4M events (`opened_ms` in the server's log); and for a few seconds after each,
+    /// a large load's RSS runs up to ~100 MiB higher, which is what sets the loading peak
+    /// (README, *Performance*).
     #[arg(long, default_value_t = 4_000_000)]
     reopen_log_every: u64,
     #[command(flatten)]
