@@ -16,6 +16,8 @@ struct Case {
     name: &'static str,
     mix: Mix,
     concurrency: usize,
+    /// Connections the clients share; `None`: one each.
+    connections: Option<usize>,
     batch: usize,
     requests: u64,
     households: Option<u64>,
@@ -27,6 +29,7 @@ const CASES: &[Case] = &[
         name: "single identifications",
         mix: Mix::Identify,
         concurrency: 4,
+        connections: None,
         batch: 1,
         requests: 200,
         households: None,
@@ -36,6 +39,7 @@ const CASES: &[Case] = &[
         name: "single mixed commands",
         mix: Mix::Mixed,
         concurrency: 4,
+        connections: None,
         batch: 1,
         requests: 300,
         households: Some(20),
@@ -45,6 +49,7 @@ const CASES: &[Case] = &[
         name: "batches of identifications",
         mix: Mix::Identify,
         concurrency: 2,
+        connections: None,
         batch: 50,
         requests: 10,
         households: None,
@@ -54,15 +59,37 @@ const CASES: &[Case] = &[
         name: "batches of mixed commands",
         mix: Mix::Mixed,
         concurrency: 3,
+        connections: None,
         batch: 40,
         requests: 12,
         households: Some(30),
         request_ids: false,
     },
     Case {
+        name: "single mixed commands, four clients on one connection",
+        mix: Mix::Mixed,
+        concurrency: 4,
+        connections: Some(1),
+        batch: 1,
+        requests: 200,
+        households: Some(20),
+        request_ids: false,
+    },
+    Case {
+        name: "batches of identifications, three clients on two connections",
+        mix: Mix::Identify,
+        concurrency: 3,
+        connections: Some(2),
+        batch: 20,
+        requests: 9,
+        households: None,
+        request_ids: true,
+    },
+    Case {
         name: "GetHead only",
         mix: Mix::Head,
         concurrency: 4,
+        connections: None,
         batch: 1,
         requests: 200,
         households: None,
@@ -74,6 +101,7 @@ fn options(server: &TestServer, case: &Case, run: u32) -> Options {
     Options {
         address: server.address.to_string(),
         concurrency: case.concurrency,
+        connections: case.connections,
         batch: case.batch,
         duration: Duration::from_secs(120),
         requests: Some(case.requests),
@@ -125,6 +153,11 @@ async fn every_shape_of_load_is_accepted_and_lands_in_the_log() {
         let name = case.name;
         assert_eq!(report.errors, 0, "{name}: {:?}", report.first_error);
         assert_eq!(report.requests, case.requests, "{name}: requests");
+        assert_eq!(
+            report.connections,
+            case.connections.unwrap_or(case.concurrency),
+            "{name}: connections"
+        );
         let written = if case.mix == Mix::Head {
             0
         } else {
@@ -177,7 +210,8 @@ async fn the_command_line_writes_its_report_as_a_table_and_as_json() {
     let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_rollstore"));
     command
         .args(["bench", "--address", &server.address.to_string()])
-        .args(["--concurrency", "2", "--batch", "10", "--requests", "20"])
+        .args(["--concurrency", "2", "--connections", "1"])
+        .args(["--batch", "10", "--requests", "20"])
         .args(["--mix", "mixed", "--seconds", "60", "--json"])
         .arg(&json);
     // Off the test's one runtime thread, which the server needs to answer.
@@ -198,6 +232,7 @@ async fn the_command_line_writes_its_report_as_a_table_and_as_json() {
     assert_eq!(report["events"], 200);
     assert_eq!(report["errors"], 0);
     assert_eq!(report["mix"], "mixed");
+    assert_eq!(report["connections"], 1);
     assert!(
         report["latency_ms"]["p99"]
             .as_f64()
@@ -214,6 +249,7 @@ async fn a_load_that_cannot_be_sent_is_refused_with_a_reason() {
         name: "",
         mix: Mix::Head,
         concurrency: 1,
+        connections: None,
         batch: 5,
         requests: 1,
         households: None,
@@ -231,6 +267,17 @@ async fn a_load_that_cannot_be_sent_is_refused_with_a_reason() {
         .await
         .expect_err("no clock runs that long");
     assert!(error.contains("too long"), "{error}");
+    for connections in [0, 5] {
+        let shared = Options {
+            concurrency: 4,
+            connections: Some(connections),
+            ..options(&server, &CASES[0], 0)
+        };
+        let error = loadgen::run(shared)
+            .await
+            .expect_err("between 1 and as many connections as clients");
+        assert!(error.contains("--connections"), "{error}");
+    }
     let nobody = Options {
         address: "127.0.0.1:1".into(),
         ..options(&server, &CASES[0], 0)
