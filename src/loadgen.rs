@@ -8,9 +8,10 @@
 //! ```
 //!
 //! By default each worker has a connection of its own, as separate systems would. With
-//! `--connections N` the workers share N HTTP/2 connections instead, taking turns, as the
-//! concurrent calls of one process on one gRPC channel do: HTTP/2 then carries several calls'
-//! frames per read and write, so a call costs less on both ends.
+//! `--connections N` the workers share N HTTP/2 connections instead (worker i on connection
+//! i mod N), their calls in flight side by side, as the concurrent calls of one process on one
+//! gRPC channel are: HTTP/2 then carries several calls' frames per read and write, so a call
+//! costs less on both ends.
 //!
 //! With `--mix head` the workers send `GetHead` instead, a call that reads one value and writes
 //! nothing: what it costs is what any call costs (HTTP/2, protobuf, TCP over loopback, the
@@ -59,7 +60,8 @@ pub enum Mix {
 pub struct Options {
     pub address: String,
     pub concurrency: usize,
-    /// HTTP/2 connections the workers share, taking turns; `None`: one per worker.
+    /// HTTP/2 connections the workers share (worker i on connection i mod N); `None`: one
+    /// per worker.
     pub connections: Option<usize>,
     /// Events per request: 1 sends single RPCs, more sends `AppendBatch`.
     pub batch: usize,
