@@ -6,6 +6,9 @@
 mod common;
 
 use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use common::TestServer;
@@ -97,6 +100,28 @@ const CASES: &[Case] = &[
     },
 ];
 
+/// A TCP relay to `server` that counts the connections made through it: how a test sees how
+/// many connections the load generator really opened, not how many it says it did.
+async fn counting_relay(server: SocketAddr) -> (SocketAddr, Arc<AtomicUsize>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("a port");
+    let address = listener.local_addr().expect("an address");
+    let opened = Arc::new(AtomicUsize::new(0));
+    let counted = opened.clone();
+    tokio::spawn(async move {
+        while let Ok((mut inbound, _)) = listener.accept().await {
+            counted.fetch_add(1, Ordering::SeqCst);
+            tokio::spawn(async move {
+                if let Ok(mut outbound) = tokio::net::TcpStream::connect(server).await {
+                    let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                }
+            });
+        }
+    });
+    (address, opened)
+}
+
 fn options(server: &TestServer, case: &Case, run: u32) -> Options {
     Options {
         address: server.address.to_string(),
@@ -147,16 +172,22 @@ async fn every_shape_of_load_is_accepted_and_lands_in_the_log() {
     let server = TestServer::start().await;
     for (run, case) in CASES.iter().enumerate() {
         let before = server.head_seq().await;
-        let report = loadgen::run(options(&server, case, run as u32))
-            .await
-            .unwrap_or_else(|e| panic!("{}: the load generator failed: {e}", case.name));
+        let (relay, opened) = counting_relay(server.address).await;
+        let report = loadgen::run(Options {
+            address: relay.to_string(),
+            ..options(&server, case, run as u32)
+        })
+        .await
+        .unwrap_or_else(|e| panic!("{}: the load generator failed: {e}", case.name));
         let name = case.name;
         assert_eq!(report.errors, 0, "{name}: {:?}", report.first_error);
         assert_eq!(report.requests, case.requests, "{name}: requests");
+        let connections = case.connections.unwrap_or(case.concurrency);
+        assert_eq!(report.connections, connections, "{name}: connections");
         assert_eq!(
-            report.connections,
-            case.connections.unwrap_or(case.concurrency),
-            "{name}: connections"
+            opened.load(Ordering::SeqCst),
+            connections,
+            "{name}: connections opened"
         );
         let written = if case.mix == Mix::Head {
             0
