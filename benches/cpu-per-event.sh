@@ -7,6 +7,7 @@
 # CPU budget goes.
 #
 #   benches/cpu-per-event.sh --concurrency 32 --seconds 5               # single events
+#   benches/cpu-per-event.sh --concurrency 32 --seconds 5 --connections 4   # on 4 shared connections
 #   benches/cpu-per-event.sh --concurrency 4 --batch 1000 --seconds 6   # batches
 #   benches/cpu-per-event.sh --mix head --concurrency 32 --seconds 5    # GetHead: a call's floor
 #   RUNS=3 benches/cpu-per-event.sh …
