@@ -37,8 +37,14 @@ impl Fields {
         }
     }
 
-    /// Takes in the violations of a nested message, under `prefix`.
-    pub fn nested<T>(&mut self, prefix: &str, result: Result<T, Error>) -> Option<T> {
+    /// Takes in the violations of a nested message, under `prefix`. The prefix is written out
+    /// only for a violation: formatting it for every element of a batch's repeated fields
+    /// was ~2% of a batch's instructions.
+    pub fn nested<T>(
+        &mut self,
+        prefix: impl std::fmt::Display,
+        result: Result<T, Error>,
+    ) -> Option<T> {
         match result {
             Ok(value) => Some(value),
             Err(Error::InvalidInput(violations)) => {
@@ -51,7 +57,7 @@ impl Fields {
             }
             Err(other) => {
                 self.violations.push(FieldViolation {
-                    field: prefix.to_owned(),
+                    field: prefix.to_string(),
                     description: other.to_string(),
                 });
                 None
@@ -190,7 +196,7 @@ fn each<M, T>(
     let parsed: Vec<Option<T>> = items
         .iter()
         .enumerate()
-        .map(|(i, item)| fields.nested(&format!("{field}[{i}]"), parse(item)))
+        .map(|(i, item)| fields.nested(format_args!("{field}[{i}]"), parse(item)))
         .collect();
     parsed.into_iter().collect()
 }
@@ -680,13 +686,36 @@ pub fn household(id: &HouseholdId, view: &HouseholdView) -> pb::Household {
 }
 
 pub fn receipt(r: &Receipt) -> pb::Receipt {
+    receipt_at(r, timestamp(r.recorded_at))
+}
+
+fn receipt_at(r: &Receipt, recorded_at: String) -> pb::Receipt {
     pb::Receipt {
         seq: r.seq,
         version: r.version,
         hash: r.hash.to_vec(),
-        recorded_at: timestamp(r.recorded_at),
+        recorded_at,
         replayed: r.replayed,
     }
+}
+
+/// The receipts of a batch. Its events were recorded at one instant (a commit's), so each
+/// distinct time is written out once, not per event (~2% of a batch's instructions).
+pub fn receipts(receipts: &[Receipt]) -> Vec<pb::Receipt> {
+    let mut last: Option<(chrono::DateTime<chrono::Utc>, String)> = None;
+    receipts
+        .iter()
+        .map(|r| {
+            let text = match &last {
+                Some((at, text)) if *at == r.recorded_at => text.clone(),
+                _ => last
+                    .insert((r.recorded_at, timestamp(r.recorded_at)))
+                    .1
+                    .clone(),
+            };
+            receipt_at(r, text)
+        })
+        .collect()
 }
 
 pub fn timestamp(t: chrono::DateTime<chrono::Utc>) -> String {

@@ -249,8 +249,8 @@ impl Api {
     /// A batch's commands, each parsed, every violation reported at once.
     fn batch(&self, request: &pb::AppendBatchRequest) -> Result<Vec<Command>, Status> {
         let mut violations = Vec::new();
-        let mut commands = Vec::new();
         let batch = &request.commands;
+        let mut commands = Vec::with_capacity(batch.len());
         let max = self.register.config().max_batch;
         if batch.len() > max {
             return Err(Error::TooLarge(format!(
@@ -339,7 +339,7 @@ impl Registry for Api {
         let (writer, commands) = self.parse(request, |r| self.batch(r))?;
         let receipts = self.register.append_as(writer, commands).await?;
         Ok(Response::new(pb::AppendBatchResponse {
-            receipts: receipts.iter().map(convert::receipt).collect(),
+            receipts: convert::receipts(&receipts),
         }))
     }
 }
