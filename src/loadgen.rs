@@ -488,11 +488,11 @@ async fn send_one(
 ) -> Result<(), tonic::Status> {
     use pb::command::Command as Kind;
     match convert::command_message(command).command {
-        Some(Kind::Identify(r)) => client.identify(r).await.map(|_| ()),
-        Some(Kind::Adjust(r)) => client.adjust(r).await.map(|_| ()),
-        Some(Kind::Exit(r)) => client.exit(r).await.map(|_| ()),
-        Some(Kind::Relapse(r)) => client.relapse(r).await.map(|_| ()),
-        Some(Kind::Correct(r)) => client.correct(r).await.map(|_| ()),
+        Some(Kind::Identify(r)) => client.identify(*r).await.map(|_| ()),
+        Some(Kind::Adjust(r)) => client.adjust(*r).await.map(|_| ()),
+        Some(Kind::Exit(r)) => client.exit(*r).await.map(|_| ()),
+        Some(Kind::Relapse(r)) => client.relapse(*r).await.map(|_| ()),
+        Some(Kind::Correct(r)) => client.correct(*r).await.map(|_| ()),
         None => Ok(()),
     }
 }

@@ -4,7 +4,8 @@ mod common;
 
 use common::*;
 use rollstore::domain::{
-    Adjustment, ExitReason, MemberAdded, MemberAddedReason, MemberRemoved, MemberRemovedReason,
+    Adjustment, Command, ExitReason, MemberAdded, MemberAddedReason, MemberRemoved,
+    MemberRemovedReason,
 };
 use rollstore::pb;
 use tonic::Code;
@@ -327,7 +328,7 @@ async fn futures_join<T>(handles: Vec<tokio::task::JoinHandle<T>>) -> Vec<T> {
 /// A raw identify request, valid as it stands, for the malformed-input cases to break.
 fn raw_identify(hh: &str, people: &[u32]) -> pb::IdentifyRequest {
     match rollstore::api::convert::command_message(&identify(hh, "2015-03-01", people)).command {
-        Some(pb::command::Command::Identify(r)) => r,
+        Some(pb::command::Command::Identify(r)) => *r,
         _ => unreachable!("identify builds an identify"),
     }
 }
@@ -537,6 +538,101 @@ async fn a_batch_is_all_or_nothing() {
         "{violations:?}"
     );
     assert_eq!(head(&server).await, head_before);
+}
+
+/// Within one batch, who holds a person is what the batch's earlier commands left: a person
+/// released earlier in the batch may be claimed, one an earlier command left in place (or
+/// just moved elsewhere) may not.
+#[tokio::test]
+async fn a_batch_sees_whom_its_earlier_commands_moved() {
+    let server = TestServer::start().await;
+    let mut registry = server.registry().await;
+    let day = "2016-03-01";
+    let removed = |n| Adjustment {
+        members_removed: vec![MemberRemoved {
+            id_number: person(n),
+            reason: MemberRemovedReason::Death,
+        }],
+        ..Adjustment::default()
+    };
+    let added = |n| Adjustment {
+        members_added: vec![MemberAdded {
+            member: member(n),
+            reason: MemberAddedReason::Birth,
+        }],
+        ..Adjustment::default()
+    };
+    let income = Adjustment {
+        income_per_capita: Some(3100),
+        ..Adjustment::default()
+    };
+    // Each case: household A{case} already holds people 10·case (its head) and 10·case + 1;
+    // then one batch, and the index of the command it is refused at (None: it commits).
+    let cases: Vec<(Vec<Command>, Option<usize>)> = vec![
+        (
+            vec![adjust("A0", day, removed(1)), identify("B0", day, &[1])],
+            None,
+        ),
+        (
+            vec![
+                adjust("A1", day, income.clone()),
+                identify("B1", day, &[11]),
+            ],
+            Some(1),
+        ),
+        (
+            vec![
+                adjust("A2", day, removed(21)),
+                identify("B2", day, &[21]),
+                adjust("A2", day, added(21)),
+            ],
+            Some(2),
+        ),
+        (
+            vec![
+                exit("A3", day, ExitReason::Removed),
+                identify("B3", day, &[30, 31]),
+            ],
+            None,
+        ),
+        (
+            vec![
+                adjust("A4", day, income.clone()),
+                adjust("A4", day, removed(41)),
+                identify("B4", day, &[41]),
+                identify("C4", day, &[40]),
+            ],
+            Some(3),
+        ),
+    ];
+    for (case, (batch, refused_at)) in cases.into_iter().enumerate() {
+        let n = u32::try_from(case).unwrap() * 10;
+        send(
+            &mut registry,
+            &identify(&format!("A{case}"), "2015-03-01", &[n, n + 1]),
+        )
+        .await
+        .unwrap();
+        let before = head(&server).await;
+        let got = send_batch(&mut registry, &batch).await;
+        match refused_at {
+            None => assert_eq!(
+                got.map(|r| r.len()).map_err(|s| s.message().to_owned()),
+                Ok(batch.len()),
+                "case {case}"
+            ),
+            Some(i) => {
+                let status = got.expect_err(&format!("case {case} is refused"));
+                assert_eq!(status.code(), Code::FailedPrecondition, "case {case}");
+                assert!(
+                    status.message().contains(&format!("commands[{i}]")),
+                    "case {case}: {}",
+                    status.message()
+                );
+                assert_eq!(head(&server).await, before, "case {case}");
+            }
+        }
+    }
 }
 
 #[tokio::test]

@@ -573,11 +573,11 @@ pub fn command(request: &dyn WriteRequest) -> Result<Command, Error> {
 pub fn batch_command(command_message: &pb::Command) -> Result<Command, Error> {
     use pb::command::Command as Kind;
     match &command_message.command {
-        Some(Kind::Identify(r)) => command(r),
-        Some(Kind::Adjust(r)) => command(r),
-        Some(Kind::Exit(r)) => command(r),
-        Some(Kind::Relapse(r)) => command(r),
-        Some(Kind::Correct(r)) => command(r),
+        Some(Kind::Identify(r)) => command(&**r),
+        Some(Kind::Adjust(r)) => command(&**r),
+        Some(Kind::Exit(r)) => command(&**r),
+        Some(Kind::Relapse(r)) => command(&**r),
+        Some(Kind::Correct(r)) => command(&**r),
         None => Err(Error::invalid(
             "command",
             "is empty; set one of identify, adjust, exit, relapse, correct",
@@ -732,7 +732,7 @@ pub fn command_message(command: &Command) -> pb::Command {
     let expected_version = command.expected_version;
     let request_id = command.request_id.clone().unwrap_or_default();
     let kind = match &command.change {
-        Change::Identify(id) => Kind::Identify(pb::IdentifyRequest {
+        Change::Identify(id) => Kind::Identify(Box::new(pb::IdentifyRequest {
             household_id,
             effective_date,
             document_ref,
@@ -751,8 +751,8 @@ pub fn command_message(command: &Command) -> pb::Command {
             measures: id.measures.iter().map(measure_out).collect(),
             assessment: id.assessment.as_ref().map(assessment_out),
             procedure: id.procedure.as_ref().map(procedure_out),
-        }),
-        Change::Adjust(a) => Kind::Adjust(pb::AdjustRequest {
+        })),
+        Change::Adjust(a) => Kind::Adjust(Box::new(pb::AdjustRequest {
             household_id,
             effective_date,
             document_ref,
@@ -787,8 +787,8 @@ pub fn command_message(command: &Command) -> pb::Command {
             helper: a.helper.as_ref().map(helper_out),
             measures: a.measures.iter().map(measure_out).collect(),
             note: a.note.clone(),
-        }),
-        Change::Exit(x) => Kind::Exit(pb::ExitRequest {
+        })),
+        Change::Exit(x) => Kind::Exit(Box::new(pb::ExitRequest {
             household_id,
             effective_date,
             document_ref,
@@ -805,8 +805,8 @@ pub fn command_message(command: &Command) -> pb::Command {
             income_per_capita: x.income_per_capita,
             procedure: x.procedure.as_ref().map(procedure_out),
             note: x.note.clone(),
-        }),
-        Change::Relapse(r) => Kind::Relapse(pb::RelapseRequest {
+        })),
+        Change::Relapse(r) => Kind::Relapse(Box::new(pb::RelapseRequest {
             household_id,
             effective_date,
             document_ref,
@@ -815,7 +815,7 @@ pub fn command_message(command: &Command) -> pb::Command {
             primary_cause: pb::Cause::from(r.primary_cause) as i32,
             income_per_capita: r.income_per_capita,
             note: r.note.clone(),
-        }),
+        })),
         Change::Correct(c) => {
             use pb::correct_request::Amendment;
             let (action, amendment, amended_effective_date) = match &c.action {
@@ -831,10 +831,10 @@ pub fn command_message(command: &Command) -> pb::Command {
                         ..command.clone()
                     };
                     let amendment = match command_message(&inner).command {
-                        Some(Kind::Identify(r)) => Some(Amendment::Identify(r)),
-                        Some(Kind::Adjust(r)) => Some(Amendment::Adjust(r)),
-                        Some(Kind::Exit(r)) => Some(Amendment::Exit(r)),
-                        Some(Kind::Relapse(r)) => Some(Amendment::Relapse(r)),
+                        Some(Kind::Identify(r)) => Some(Amendment::Identify(*r)),
+                        Some(Kind::Adjust(r)) => Some(Amendment::Adjust(*r)),
+                        Some(Kind::Exit(r)) => Some(Amendment::Exit(*r)),
+                        Some(Kind::Relapse(r)) => Some(Amendment::Relapse(*r)),
                         // The rules refuse an amendment that carries a correction.
                         Some(Kind::Correct(_)) | None => None,
                     };
@@ -845,7 +845,7 @@ pub fn command_message(command: &Command) -> pb::Command {
                     )
                 }
             };
-            Kind::Correct(pb::CorrectRequest {
+            Kind::Correct(Box::new(pb::CorrectRequest {
                 household_id,
                 effective_date,
                 document_ref,
@@ -856,7 +856,7 @@ pub fn command_message(command: &Command) -> pb::Command {
                 reason: c.reason.clone(),
                 amendment,
                 amended_effective_date,
-            })
+            }))
         }
     };
     pb::Command {
@@ -878,11 +878,11 @@ pub fn event(recorded: &Recorded) -> pb::Event {
         change: e.change.clone(),
     };
     let (kind, payload) = match command_message(&as_command).command {
-        Some(Kind::Identify(r)) => (pb::EventKind::Identify, Some(Payload::Identify(r))),
-        Some(Kind::Adjust(r)) => (pb::EventKind::Adjust, Some(Payload::Adjust(r))),
-        Some(Kind::Exit(r)) => (pb::EventKind::Exit, Some(Payload::Exit(r))),
-        Some(Kind::Relapse(r)) => (pb::EventKind::Relapse, Some(Payload::Relapse(r))),
-        Some(Kind::Correct(r)) => (pb::EventKind::Correct, Some(Payload::Correct(r))),
+        Some(Kind::Identify(r)) => (pb::EventKind::Identify, Some(Payload::Identify(*r))),
+        Some(Kind::Adjust(r)) => (pb::EventKind::Adjust, Some(Payload::Adjust(*r))),
+        Some(Kind::Exit(r)) => (pb::EventKind::Exit, Some(Payload::Exit(*r))),
+        Some(Kind::Relapse(r)) => (pb::EventKind::Relapse, Some(Payload::Relapse(*r))),
+        Some(Kind::Correct(r)) => (pb::EventKind::Correct, Some(Payload::Correct(*r))),
         None => (pb::EventKind::Unspecified, None),
     };
     pb::Event {

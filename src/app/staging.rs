@@ -111,10 +111,16 @@ pub(super) struct Staged<'a> {
 
 impl<'a> Staged<'a> {
     pub fn over(base: &'a dyn View) -> Self {
-        Self {
-            base,
-            changes: Changes::default(),
-        }
+        Self::sized(base, 0)
+    }
+
+    /// A layer over `base` for `commands` commands, its tables sized once for them: grown by
+    /// doubling through a batch of 1,000, they rehashed every entry ~10 times.
+    pub fn sized(base: &'a dyn View, commands: usize) -> Self {
+        let mut changes = Changes::default();
+        changes.households.reserve(commands);
+        changes.persons.reserve(commands);
+        Self { base, changes }
     }
 
     /// Stages an accepted event's effect: the household's new state and version, the people it
@@ -127,13 +133,19 @@ impl<'a> Staged<'a> {
         version: u64,
         request: Option<(&str, u64)>,
     ) {
-        if let Some(before) = before {
-            for person in before.active_members() {
+        // Only the people the event moved in or out: those it leaves in place are the
+        // household's in the layers below already (most events change no membership, and
+        // rewriting every member of every household touched was ~2% of a batch).
+        let before_members = || before.into_iter().flat_map(HouseholdState::active_members);
+        for person in before_members() {
+            if !after.active_members().any(|kept| kept == person) {
                 self.changes.persons.insert(*person, None);
             }
         }
         for person in after.active_members() {
-            self.changes.persons.insert(*person, Some(id.clone()));
+            if !before_members().any(|was| was == person) {
+                self.changes.persons.insert(*person, Some(id.clone()));
+            }
         }
         if let Some((request_id, seq)) = request {
             self.changes.requests.insert(request_id.to_owned(), seq);

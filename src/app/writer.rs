@@ -282,7 +282,7 @@ fn decide_part(
     };
     let mut group_layer = Staged::over(&view);
     for (commands, writer, reply) in jobs {
-        let mut job = Staged::over(&group_layer);
+        let mut job = Staged::sized(&group_layer, commands.len());
         let first_event = pending.events.len();
         let batch = commands.len() > 1;
         let mut outcomes = Vec::with_capacity(commands.len());

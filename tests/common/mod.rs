@@ -281,11 +281,11 @@ pub async fn send(
         .command
         .expect("command_message always sets the command");
     let receipt = match message {
-        Kind::Identify(r) => client.identify(r).await?.into_inner().receipt,
-        Kind::Adjust(r) => client.adjust(r).await?.into_inner().receipt,
-        Kind::Exit(r) => client.exit(r).await?.into_inner().receipt,
-        Kind::Relapse(r) => client.relapse(r).await?.into_inner().receipt,
-        Kind::Correct(r) => client.correct(r).await?.into_inner().receipt,
+        Kind::Identify(r) => client.identify(*r).await?.into_inner().receipt,
+        Kind::Adjust(r) => client.adjust(*r).await?.into_inner().receipt,
+        Kind::Exit(r) => client.exit(*r).await?.into_inner().receipt,
+        Kind::Relapse(r) => client.relapse(*r).await?.into_inner().receipt,
+        Kind::Correct(r) => client.correct(*r).await?.into_inner().receipt,
     };
     Ok(receipt.expect("every write answers a receipt"))
 }
