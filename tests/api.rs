@@ -540,11 +540,11 @@ async fn a_batch_is_all_or_nothing() {
     assert_eq!(head(&server).await, head_before);
 }
 
-/// Within one batch, who holds a person is what the batch's earlier commands left: a person
-/// released earlier in the batch may be claimed, one an earlier command left in place (or
-/// just moved elsewhere) may not.
+/// Who holds a person is what the commands before left, whether they came in the same batch
+/// (staged, not yet in the roll) or in requests before (folded into the roll): a person
+/// released before may be claimed, one left in place (or just moved elsewhere) may not.
 #[tokio::test]
-async fn a_batch_sees_whom_its_earlier_commands_moved() {
+async fn claims_see_whom_the_commands_before_moved() {
     let server = TestServer::start().await;
     let mut registry = server.registry().await;
     let day = "2016-03-01";
@@ -566,70 +566,92 @@ async fn a_batch_sees_whom_its_earlier_commands_moved() {
         income_per_capita: Some(3100),
         ..Adjustment::default()
     };
-    // Each case: household A{case} already holds people 10·case (its head) and 10·case + 1;
-    // then one batch, and the index of the command it is refused at (None: it commits).
-    let cases: Vec<(Vec<Command>, Option<usize>)> = vec![
-        (
-            vec![adjust("A0", day, removed(1)), identify("B0", day, &[1])],
-            None,
-        ),
-        (
-            vec![
-                adjust("A1", day, income.clone()),
-                identify("B1", day, &[11]),
-            ],
-            Some(1),
-        ),
-        (
-            vec![
-                adjust("A2", day, removed(21)),
-                identify("B2", day, &[21]),
-                adjust("A2", day, added(21)),
-            ],
-            Some(2),
-        ),
-        (
-            vec![
-                exit("A3", day, ExitReason::Removed),
-                identify("B3", day, &[30, 31]),
-            ],
-            None,
-        ),
-        (
-            vec![
-                adjust("A4", day, income.clone()),
-                adjust("A4", day, removed(41)),
-                identify("B4", day, &[41]),
-                identify("C4", day, &[40]),
-            ],
-            Some(3),
-        ),
-    ];
-    for (case, (batch, refused_at)) in cases.into_iter().enumerate() {
-        let n = u32::try_from(case).unwrap() * 10;
-        send(
-            &mut registry,
-            &identify(&format!("A{case}"), "2015-03-01", &[n, n + 1]),
-        )
-        .await
-        .unwrap();
-        let before = head(&server).await;
-        let got = send_batch(&mut registry, &batch).await;
-        match refused_at {
-            None => assert_eq!(
-                got.map(|r| r.len()).map_err(|s| s.message().to_owned()),
-                Ok(batch.len()),
-                "case {case}"
+    // Each case: household A already holds people p (its head) and p + 1; then the commands,
+    // and the index of the one refused (None: all are accepted).
+    let cases = |hh: &dyn Fn(&str) -> String, p: u32| -> Vec<(Vec<Command>, Option<usize>)> {
+        vec![
+            (
+                vec![
+                    adjust(&hh("A"), day, removed(p + 1)),
+                    identify(&hh("B"), day, &[p + 1]),
+                ],
+                None,
             ),
-            Some(i) => {
-                let status = got.expect_err(&format!("case {case} is refused"));
-                assert_eq!(status.code(), Code::FailedPrecondition, "case {case}");
-                assert!(
-                    status.message().contains(&format!("commands[{i}]")),
-                    "case {case}: {}",
-                    status.message()
-                );
-                assert_eq!(head(&server).await, before, "case {case}");
+            (
+                vec![
+                    adjust(&hh("A"), day, income.clone()),
+                    identify(&hh("B"), day, &[p + 1]),
+                ],
+                Some(1),
+            ),
+            (
+                vec![
+                    adjust(&hh("A"), day, removed(p + 1)),
+                    identify(&hh("B"), day, &[p + 1]),
+                    adjust(&hh("A"), day, added(p + 1)),
+                ],
+                Some(2),
+            ),
+            (
+                vec![
+                    exit(&hh("A"), day, ExitReason::Removed),
+                    identify(&hh("B"), day, &[p, p + 1]),
+                ],
+                None,
+            ),
+            (
+                vec![
+                    adjust(&hh("A"), day, income.clone()),
+                    adjust(&hh("A"), day, removed(p + 1)),
+                    identify(&hh("B"), day, &[p + 1]),
+                    identify(&hh("C"), day, &[p]),
+                ],
+                Some(3),
+            ),
+        ]
+    };
+    for in_one_batch in [true, false] {
+        let mode = if in_one_batch { "batch" } else { "one by one" };
+        for case in 0..5 {
+            let p = u32::from(in_one_batch) * 1000 + case * 10;
+            let hh = |name: &str| format!("{name}{p}");
+            let (commands, refused_at) = cases(&hh, p).swap_remove(case as usize);
+            send(
+                &mut registry,
+                &identify(&hh("A"), "2015-03-01", &[p, p + 1]),
+            )
+            .await
+            .unwrap();
+            let before = head(&server).await;
+            if in_one_batch {
+                let got = send_batch(&mut registry, &commands).await;
+                match refused_at {
+                    None => assert_eq!(
+                        got.map(|r| r.len()).map_err(|s| s.message().to_owned()),
+                        Ok(commands.len()),
+                        "{mode}, case {case}"
+                    ),
+                    Some(i) => {
+                        let status = got.expect_err(&format!("{mode}, case {case} is refused"));
+                        assert_eq!(status.code(), Code::FailedPrecondition, "case {case}");
+                        assert!(
+                            status.message().contains(&format!("commands[{i}]")),
+                            "{mode}, case {case}: {}",
+                            status.message()
+                        );
+                        assert_eq!(head(&server).await, before, "{mode}, case {case}");
+                    }
+                }
+            } else {
+                for (i, command) in commands.iter().enumerate() {
+                    let got = send(&mut registry, command).await.map_err(|s| s.code());
+                    let want = if refused_at == Some(i) {
+                        Err(Code::FailedPrecondition)
+                    } else {
+                        Ok(())
+                    };
+                    assert_eq!(got.map(|_| ()), want, "{mode}, case {case}, command {i}");
+                }
             }
         }
     }

@@ -16,6 +16,7 @@
 
 // The same fast, per-process-seeded hash as the roll's maps (see `projection`).
 use foldhash::HashMap;
+use std::sync::Arc;
 
 use crate::domain::{HouseholdId, HouseholdState, IdNumber, PersonDirectory};
 use crate::error::Error;
@@ -23,8 +24,9 @@ use crate::projection::Roll;
 
 /// What the writer needs to know about the register while it decides.
 pub(super) trait View {
-    /// A household's state and version.
-    fn household(&self, id: &HouseholdId) -> Result<Option<(HouseholdState, u64)>, Error>;
+    /// A household's state and version. Shared, not copied: a layer's states are read by the
+    /// commands after it and handed to the roll with their events (`projection::Decided`).
+    fn household(&self, id: &HouseholdId) -> Result<Option<(Arc<HouseholdState>, u64)>, Error>;
     /// The household holding `person`, if any.
     fn person(&self, person: &IdNumber) -> Option<HouseholdId>;
     /// The seq of the event that `request_id` produced, if any.
@@ -34,9 +36,9 @@ pub(super) trait View {
 }
 
 impl View for Roll {
-    fn household(&self, id: &HouseholdId) -> Result<Option<(HouseholdState, u64)>, Error> {
+    fn household(&self, id: &HouseholdId) -> Result<Option<(Arc<HouseholdState>, u64)>, Error> {
         Roll::household(self, id)
-            .map(|entry| Ok((entry.state.unpack()?, entry.version())))
+            .map(|entry| Ok((Arc::new(entry.state.unpack()?), entry.version())))
             .transpose()
     }
 
@@ -56,7 +58,7 @@ impl View for Roll {
 /// Changes staged over a base view.
 #[derive(Default)]
 pub(super) struct Changes {
-    households: HashMap<HouseholdId, (HouseholdState, u64)>,
+    households: HashMap<HouseholdId, (Arc<HouseholdState>, u64)>,
     /// `None`: the person was released by a staged change.
     persons: HashMap<IdNumber, Option<HouseholdId>>,
     requests: HashMap<String, u64>,
@@ -80,7 +82,7 @@ impl<'a> InFlight<'a> {
 }
 
 impl View for InFlight<'_> {
-    fn household(&self, id: &HouseholdId) -> Result<Option<(HouseholdState, u64)>, Error> {
+    fn household(&self, id: &HouseholdId) -> Result<Option<(Arc<HouseholdState>, u64)>, Error> {
         match self.newest(|c| c.households.get(id)) {
             Some(staged) => Ok(Some(staged.clone())),
             None => View::household(self.roll, id),
@@ -129,7 +131,7 @@ impl<'a> Staged<'a> {
         &mut self,
         id: &HouseholdId,
         before: Option<&HouseholdState>,
-        after: HouseholdState,
+        after: Arc<HouseholdState>,
         version: u64,
         request: Option<(&str, u64)>,
     ) {
@@ -175,7 +177,7 @@ impl<'a> Staged<'a> {
 }
 
 impl View for Staged<'_> {
-    fn household(&self, id: &HouseholdId) -> Result<Option<(HouseholdState, u64)>, Error> {
+    fn household(&self, id: &HouseholdId) -> Result<Option<(Arc<HouseholdState>, u64)>, Error> {
         match self.changes.households.get(id) {
             Some(staged) => Ok(Some(staged.clone())),
             None => self.base.household(id),

@@ -34,7 +34,7 @@ use super::staging::{Changes, InFlight, Staged, View};
 use super::{LogHistory, Receipt, Recorded, Shared, Writer};
 use crate::domain::{decide, decide_correction, Change, Command, Context, Event};
 use crate::error::Error;
-use crate::projection::History;
+use crate::projection::{Decided, History};
 use crate::store::Head;
 
 /// Stop adding jobs to a group once it holds this many commands: a bound on the memory and
@@ -66,9 +66,12 @@ enum Outcome {
 struct Part {
     /// The committer's epoch the part was decided in.
     epoch: u64,
-    /// The part's events, in seq order, and their encoded bodies.
+    /// The part's events, in seq order, their encoded bodies, and the states each was decided
+    /// between (for the roll to take instead of working them out again; none for a
+    /// correction).
     events: Vec<Arc<Event>>,
     bodies: Vec<Vec<u8>>,
+    decided: Vec<Option<Decided>>,
     answers: Vec<(Reply, Result<Vec<Outcome>, Error>)>,
 }
 
@@ -275,6 +278,7 @@ fn decide_part(
     let current = epoch.load(Ordering::SeqCst);
     pending.catch_up(roll.head(), current);
     let first = pending.events.len();
+    let mut decided = Vec::new();
     let mut answers = Vec::with_capacity(jobs.len());
     let view = InFlight {
         roll: &roll,
@@ -297,9 +301,10 @@ fn decide_part(
                 writer: &writer,
             };
             match staging.stage(&mut job, command) {
-                Ok(Decision::Append(event)) => {
+                Ok(Decision::Append(event, states)) => {
                     outcomes.push(Outcome::Appended(event.seq));
                     pending.events.push(Arc::new(*event));
+                    decided.push(states);
                 }
                 Ok(Decision::Replay(seq)) => outcomes.push(Outcome::Replay(seq)),
                 Err(error) => {
@@ -320,6 +325,7 @@ fn decide_part(
             }
             Some(error) => {
                 pending.events.truncate(first_event);
+                decided.truncate(first_event - first);
                 answers.push((reply, Err(error)));
             }
         }
@@ -351,6 +357,7 @@ fn decide_part(
         epoch: current,
         events,
         bodies,
+        decided,
         answers,
     }
 }
@@ -385,6 +392,7 @@ fn commit(shared: &Arc<Shared>, epoch: &AtomicU64, parts: Vec<Part>) {
             None => {
                 group.events.extend(part.events);
                 group.bodies.extend(part.bodies);
+                group.decided.extend(part.decided);
                 group.answers.extend(part.answers);
             }
         }
@@ -415,8 +423,15 @@ fn commit(shared: &Arc<Shared>, epoch: &AtomicU64, parts: Vec<Part>) {
         // The roll's growth goes to pages of its own, apart from the requests' churn: see
         // `crate::heap`.
         crate::heap::long_lived(|| {
+            // Aligned with the events by construction; were it ever shorter, the rest would
+            // simply be folded without their states.
+            let mut decided = group.decided.into_iter();
             for event in &group.events {
-                if let Err(error) = roll.apply(event, &history) {
+                let folded = match decided.next().flatten() {
+                    Some(decided) => roll.apply_decided(event, &history, decided),
+                    None => roll.apply(event, &history),
+                };
+                if let Err(error) = folded {
                     // The events are durable and every job is still answered truthfully, but the
                     // roll no longer matches the log: stop taking writes until a rebuild.
                     tracing::error!(%error, seq = event.seq, "the roll could not follow the log");
@@ -502,7 +517,8 @@ fn original_event(shared: &Shared, seq: u64) -> Result<Recorded, Error> {
 
 /// What staging one command produced.
 enum Decision {
-    Append(Box<Event>),
+    /// A new event, with the states it was decided between (none for a correction).
+    Append(Box<Event>, Option<Decided>),
     Replay(u64),
 }
 
@@ -608,7 +624,7 @@ impl Staging<'_> {
         }
         let id = &command.household_id;
         let current = view.household(id)?;
-        let before = current.as_ref().map(|(state, _)| state);
+        let before = current.as_ref().map(|(state, _)| &**state);
         // The scope is checked before versions and rules, so that a refusal says nothing of a
         // household the writer may not see; and again on the state left behind.
         let target = match &command.change {
@@ -639,6 +655,9 @@ impl Staging<'_> {
         let seq = self.base + self.events.len() as u64 + 1;
         let version = version + 1;
         self.check_scope(id, next.region_code)?;
+        let next = Arc::new(next);
+        let states = (!matches!(command.change, Change::Correct(_)))
+            .then(|| Decided::new(before, next.clone()));
         view.record(
             id,
             before,
@@ -647,7 +666,7 @@ impl Staging<'_> {
             command.request_id.as_deref().map(|r| (r, seq)),
         );
         let event = command.recorded(seq, version, self.now, &self.writer.actor);
-        Ok(Decision::Append(Box::new(event)))
+        Ok(Decision::Append(Box::new(event), states))
     }
 }
 

@@ -888,8 +888,18 @@ mod tests {
         // (area, birth, sequence) → the ID, or None where the parts do not make one.
         let cases = [
             (110105, date(1949, 12, 31), 2, Some("11010519491231002X")),
-            (610602, date(2008, 3, 7), 41, Some(&*with_check("61060220080307041"))),
-            (1, date(987, 1, 2), 999, Some(&*with_check("00000109870102999"))),
+            (
+                610602,
+                date(2008, 3, 7),
+                41,
+                Some(&*with_check("61060220080307041")),
+            ),
+            (
+                1,
+                date(987, 1, 2),
+                999,
+                Some(&*with_check("00000109870102999")),
+            ),
             (1_000_000, date(1980, 1, 1), 1, None),
             (610602, date(1980, 1, 1), 1000, None),
             (610602, date(10_000, 1, 1), 1, None),
