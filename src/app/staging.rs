@@ -116,12 +116,15 @@ impl<'a> Staged<'a> {
         Self::sized(base, 0)
     }
 
-    /// A layer over `base` for `commands` commands, its tables sized once for them: grown by
-    /// doubling through a batch of 1,000, they rehashed every entry ~10 times.
+    /// A layer over `base` for `commands` commands, its tables sized once for a batch of them:
+    /// grown by doubling through a batch of 1,000, they rehashed every entry ~10 times. (A
+    /// single command's layer allocates only what it stages.)
     pub fn sized(base: &'a dyn View, commands: usize) -> Self {
         let mut changes = Changes::default();
-        changes.households.reserve(commands);
-        changes.persons.reserve(commands);
+        if commands > 1 {
+            changes.households.reserve(commands);
+            changes.persons.reserve(commands);
+        }
         Self { base, changes }
     }
 
