@@ -2,7 +2,7 @@
 # Counts the instructions the server executes per event (valgrind's callgrind), for builds in
 # turn, on the same load: a fresh store, WARM requests unmeasured, then REQUESTS measured, from
 # one client with the load generator's fixed seed, so that every build gets the same events in
-# the same groups. Instructions, unlike seconds, repeat on this noisy machine to a fraction of
+# the same groups (the first build named is the load generator for all of them). Instructions, unlike seconds, repeat on this noisy machine to a fraction of
 # a percent, which is what tells a change of 1–3% from noise. They count only user space:
 # what the kernel does for the server (its writes into the page cache, page faults, syscalls)
 # is not in them, so a figure here is a lower bound on a change's effect, never the rate.
@@ -10,9 +10,10 @@
 #   benches/instructions.sh /tmp/before/rollstore target/release/rollstore    # batches of 1,000
 #   BATCH=1 REQUESTS=2000 benches/instructions.sh target/release/rollstore    # single events
 #   TOP=25 benches/instructions.sh target/release/rollstore    # and the 25 costliest functions
+#   KEEP=1 …    # keep each build's callgrind output, for callgrind_annotate --tree=caller
 #
 # Each build prints `Ir/event`, the instructions per event while measured. The server runs
-# under valgrind about 50 times slower than natively; the default load takes ~1 min a build.
+# under valgrind about 50 times slower than natively; the default load takes ~30 s a build.
 set -euo pipefail
 [ $# -ge 1 ] || { sed -n '2,/^set /p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 2; }
 cd "$(dirname "$0")/.."
@@ -34,33 +35,37 @@ load() {
         --seconds 600 --seed 1 "$@" >/dev/null
 }
 
+n=0
 for BUILD in "$@"; do
-    rm -rf "$DIR/store" "$DIR/callgrind.out"
+    n=$((n + 1))
+    OUT=$DIR/callgrind.$n.out
+    rm -rf "$DIR/store"
     : >"$DIR/server.log"
     # Instrumentation starts switched off: the start-up and the warm-up are not measured.
     printf '#!/bin/sh\nexec valgrind --tool=callgrind --instr-atstart=no --callgrind-out-file=%s %s "$@"\n' \
-        "$DIR/callgrind.out" "$BUILD" >"$DIR/under-callgrind"
+        "$OUT" "$BUILD" >"$DIR/under-callgrind"
     chmod +x "$DIR/under-callgrind"
     BIN=$DIR/under-callgrind
     start_serving "$DIR"
     wait_until_serving "$SERVER" "$DIR/server.log"
     load --requests "$WARM"
-    callgrind_control --instr=on "$SERVER" >/dev/null
+    callgrind_control --instr=on "$SERVER" >/dev/null 2>&1
     load --requests "$REQUESTS"
-    callgrind_control --instr=off "$SERVER" >/dev/null
+    callgrind_control --instr=off "$SERVER" >/dev/null 2>&1
     kill -TERM "$SERVER"
     wait "$SERVER" || true
     SERVER=
     # valgrind hides the CPU's SHA extensions, so SHA-256 runs in software under it, at ~40%
     # of the total here against ~2.5% of the samples natively: it is counted apart, and the
     # rest is what a change elsewhere moves.
-    callgrind_annotate --auto=no --inclusive=no "$DIR/callgrind.out" 2>/dev/null >"$DIR/annotated"
+    callgrind_annotate --auto=no --inclusive=no "$OUT" 2>/dev/null >"$DIR/annotated"
     awk -v build="$BUILD" -v n="$((REQUESTS * BATCH))" '
         function count(s) { gsub(",", "", s); return s + 0 }
         /PROGRAM TOTALS/ { total = count($1) }
         / [^ ]*:sha2::sha256::compress256/ { sha += count($1) }
         END { printf "%s: %.0f Ir/event without SHA-256, %.0f with it (%d events)\n",
                      build, (total - sha) / n, total / n, n }' "$DIR/annotated"
+    [ -z "${KEEP:-}" ] || echo "  callgrind output kept in $OUT"
     if [ -n "${TOP:-}" ]; then
         grep -E '^ *[0-9,]+ ' "$DIR/annotated" | grep -v compress256 | head -n "$TOP" |
             sed -E 's|/root/.cargo/registry/src/[^/]*/||; s|/rustc/[0-9a-f]*/library/||'
