@@ -11,6 +11,7 @@ use std::process::Command as Process;
 
 use common::*;
 use rollstore::app::{audit, Config, Register};
+use rollstore::domain::ExitReason;
 
 struct Mount(std::path::PathBuf);
 
@@ -91,4 +92,88 @@ async fn a_full_disk_refuses_writes_loses_nothing_and_recovers() {
     let report = audit::verify_store(&data, &|_, _, _| {}).unwrap();
     assert!(report.ok(), "{report:?}");
     assert_eq!(report.chain.verified.seq, acknowledged + 1);
+}
+
+/// Many writers at once when the disk fills: the commit that fails takes with it only the
+/// writes decided over it, each refused with UNAVAILABLE; every write acknowledged before it,
+/// including those still being applied to the roll while it failed, is in the log and in the
+/// roll, which still matches a replay of the log.
+#[tokio::test]
+async fn writers_racing_a_full_disk_keep_every_acknowledged_write() {
+    const WRITERS: u32 = 8;
+    const BATCH: u32 = 20;
+    let Some((dir, mount)) = Mount::tmpfs("6M") else {
+        eprintln!(
+            "disk_full: cannot mount a tmpfs here (not root?); the disk-full path is not exercised"
+        );
+        return;
+    };
+    let data = dir.path().join("store");
+    let register = Register::open(&data, Config::default()).unwrap();
+    let writers: Vec<_> = (0..WRITERS)
+        .map(|w| {
+            let register = register.clone();
+            tokio::spawn(async move {
+                // Every seq acknowledged to this writer, and its last household.
+                let mut acknowledged = Vec::new();
+                let mut last = None;
+                for i in 0u32.. {
+                    let household = format!("W{w}-{i}");
+                    let batch: Vec<_> = (0..BATCH)
+                        .map(|k| {
+                            let people = [((w * 100_000 + i) * BATCH + k) * 2];
+                            if k == 0 {
+                                identify(&household, "2016-03-01", &people)
+                            } else {
+                                identify(&format!("{household}-{k}"), "2016-03-01", &people)
+                            }
+                        })
+                        .collect();
+                    match register.append(batch).await {
+                        Ok(receipts) => {
+                            acknowledged.extend(receipts.iter().map(|r| r.seq));
+                            last = Some(household);
+                        }
+                        Err(error) => {
+                            assert!(
+                                matches!(error, rollstore::Error::Unavailable(_)),
+                                "writer {w}: {error:?}"
+                            );
+                            return (acknowledged, last);
+                        }
+                    }
+                }
+                unreachable!("a 6 MiB disk fills up")
+            })
+        })
+        .collect();
+    let mut acknowledged = Vec::new();
+    let mut lasts = Vec::new();
+    for writer in writers {
+        let (seqs, last) = writer.await.unwrap();
+        acknowledged.extend(seqs);
+        lasts.extend(last);
+    }
+    acknowledged.sort_unstable();
+    let count = acknowledged.len() as u64;
+    assert_eq!(
+        acknowledged,
+        (1..=count).collect::<Vec<_>>(),
+        "the acknowledged writes are the log's first events, each once"
+    );
+    assert_eq!(register.head().seq, count, "nothing refused was appended");
+    mount.resize("64M");
+    // Each writer's last acknowledged household is in the roll, at version 1: a removal that
+    // expects it succeeds.
+    for household in &lasts {
+        let removal = tweak(exit(household, "2017-03-01", ExitReason::Removed), |c| {
+            c.expected_version = Some(1)
+        });
+        register.append_one(removal).await.unwrap();
+    }
+    register.close().await;
+    drop(register);
+    let report = audit::verify_store(&data, &|_, _, _| {}).unwrap();
+    assert!(report.ok(), "{report:?}");
+    assert_eq!(report.chain.verified.seq, count + lasts.len() as u64);
 }

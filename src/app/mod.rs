@@ -1,11 +1,12 @@
 //! The register's use cases: decide → append (group commit) → project; and the queries.
 //!
 //! ```text
-//!   gRPC handlers ──Job──▶ [ channel ] ──▶ writer thread (one)
+//!   gRPC handlers ──Job──▶ [ channel ] ──▶ the writer (one; three threads, see `writer`)
 //!                                           │ take every job waiting (a group)
 //!                                           │ for each command: idempotency, expected_version,
-//!                                           │   domain::decide against the roll + what the group
-//!                                           │   staged so far (a batch is all or nothing)
+//!                                           │   domain::decide against the roll + what is
+//!                                           │   decided but not applied yet (a batch is all
+//!                                           │   or nothing)
 //!                                           │ Log::append(all bodies)  ── one flush + fsync
 //!                                           │ Roll::apply(each event)  ── under the write lock
 //!   reply ◀──────────────────────────────────┘ answer every job

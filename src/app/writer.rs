@@ -1,29 +1,38 @@
-//! The one writer, as a two-stage pipeline: the decider decides and encodes jobs as they arrive
-//! and leaves them in the hand-off; the committer takes everything waiting there as one group,
-//! commits it with one flush + fsync, moves the roll, and answers. Deciding the next group
-//! overlaps with syncing this one, and the next group is closed only when the committer is free
-//! to take it, so it holds every job that arrived during the sync (group commit).
+//! The one writer, as a three-stage pipeline: the decider decides and encodes jobs as they
+//! arrive and leaves them in the hand-off; the committer takes everything waiting there as one
+//! group and commits it with one flush + fsync; the folder moves the roll by each committed
+//! group and answers its jobs. Deciding the next group overlaps with syncing this one, and
+//! syncing the next with folding this one. The next group is closed only when the committer is
+//! free to take it, so it holds every job that arrived during the sync (group commit).
 //!
 //! ```text
-//!   decider thread                                   committer thread
-//!   ──────────────                                   ────────────────
-//!   wait for jobs; take all queued
-//!   decide each against roll + in flight (staging)
-//!   encode the events ──▶ hand-off (parts) ──taken──▶ Log::append(bodies): one durable commit
-//!   decide the next jobs meanwhile        when free   Roll::apply(events), under the write lock
-//!                                                     answer every job of the group
-//!                              ◀──────── epoch ────── (moves only if a commit failed)
+//!   decider thread            committer thread              folder thread
+//!   ──────────────            ────────────────              ─────────────
+//!   take all jobs queued;
+//!   decide each against the
+//!   roll + what is in flight
+//!   encode the events ─parts─▶ take all parts waiting
+//!                              Log::append(bodies): ─group─▶ Roll::apply(events), under
+//!   decide the next jobs       one flush + fsync              the write lock; answer
+//!   meanwhile                  commit the next group          every job of the group
+//!                              meanwhile
+//!          ◀──── epoch ─────── (moves only if a commit failed)
 //! ```
 //!
 //! A job whose commands break a rule is answered with that error and leaves nothing behind;
-//! the rest of the group still commits. Parts commit in the order they were decided. If a
-//! commit fails, every job of that group is answered with the failure, neither the log head nor
-//! the roll moves, and the committer advances its *epoch*: every part decided before the
+//! the rest of the group still commits. Parts commit in the order they were decided, and
+//! groups are folded and answered in the order they committed, so a client that has its
+//! receipt reads its write. If a commit fails, every job of that group is answered with the
+//! failure and neither the log head nor the roll moves; once the folder has applied every group
+//! committed before it, the committer advances its *epoch*: every part decided before the
 //! decider saw the new epoch was decided over the failed one, so it is refused unwritten
 //! (`Unavailable`, retry), and the decider drops what it had in flight.
+//!
+//! This module touches the roll only under its lock and the log only through `Log::append`.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::SyncSender;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 
@@ -72,8 +81,31 @@ struct Part {
     events: Vec<Arc<Event>>,
     bodies: Vec<Vec<u8>>,
     decided: Vec<Option<Decided>>,
-    answers: Vec<(Reply, Result<Vec<Outcome>, Error>)>,
+    answers: Answers,
 }
+
+type Answers = Vec<(Reply, Result<Vec<Outcome>, Error>)>;
+
+/// A group the committer has made durable, on its way to the folder.
+struct Committed {
+    events: Vec<Arc<Event>>,
+    decided: Vec<Option<Decided>>,
+    answers: Answers,
+    /// Each event's position in the log.
+    positions: Vec<Head>,
+}
+
+/// What the committer hands the folder, which takes them in order.
+enum Fold {
+    Group(Committed),
+    /// Answered once every group sent before it is in the roll.
+    Barrier(SyncSender<()>),
+}
+
+/// Committed groups that may wait for the folder before the committer waits for it: one, so
+/// that syncing the next group overlaps with folding this one, and no more, which bounds the
+/// events held in flight.
+const GROUPS_TO_FOLD: usize = 1;
 
 /// Where decided parts wait for the committer.
 #[derive(Default)]
@@ -189,22 +221,43 @@ pub(super) fn spawn(
         std::thread::Builder::new()
             .name("rollstore-commit".into())
             .spawn(move || {
-                while let Some(parts) = handoff.take() {
-                    let committed = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                        commit(&shared, &epoch, parts)
-                    }));
-                    if committed.is_err() {
-                        // The group's callers were answered by their dropped replies. Whatever
-                        // the panic left half done, the roll may no longer match the log: stop
-                        // writes, and keep taking parts so that each is refused, not left
-                        // waiting.
-                        tracing::error!("the committer panicked; writes are stopped");
-                        *shared
-                            .failed
-                            .lock()
-                            .unwrap_or_else(std::sync::PoisonError::into_inner) =
-                            Some("the committer failed unexpectedly (see the server log)".into());
+                let (folds, to_fold) = std::sync::mpsc::sync_channel(GROUPS_TO_FOLD);
+                let folder = {
+                    let shared = shared.clone();
+                    std::thread::Builder::new()
+                        .name("rollstore-fold".into())
+                        .spawn(move || {
+                            for fold in to_fold {
+                                match fold {
+                                    Fold::Group(group) => {
+                                        stop_writes_on_panic(&shared, "folder", || {
+                                            apply(&shared, group)
+                                        })
+                                    }
+                                    Fold::Barrier(done) => {
+                                        let _ = done.send(());
+                                    }
+                                }
+                            }
+                        })
+                };
+                let folder = match folder {
+                    Ok(folder) => folder,
+                    Err(error) => {
+                        tracing::error!(%error, "cannot start the folder thread; writes are stopped");
+                        stop_writes(&shared, "the folder thread could not start".into());
+                        return;
                     }
+                };
+                while let Some(parts) = handoff.take() {
+                    stop_writes_on_panic(&shared, "committer", || {
+                        commit(&shared, &epoch, parts, &folds)
+                    });
+                }
+                // The folder ends once it has folded and answered every group sent to it.
+                drop(folds);
+                if folder.join().is_err() {
+                    tracing::error!("the folder panicked");
                 }
             })
             .map_err(|e| Error::Io(format!("cannot start the committer thread: {e}")))?
@@ -273,8 +326,10 @@ fn decide_part(
         .roll
         .read()
         .expect("the roll lock is never held across a panic");
-    // Read under the roll's lock: the committer moves the epoch before it applies anything
-    // further, so an epoch read here is never older than the roll read with it.
+    // Read under the roll's lock. The committer moves the epoch only once the roll holds every
+    // group committed before the failed one, and commits nothing more until parts of the new
+    // epoch arrive: so with a new epoch the roll read here is the log's whole durable head,
+    // and nothing in flight is lost by starting again from it.
     let current = epoch.load(Ordering::SeqCst);
     pending.catch_up(roll.head(), current);
     let first = pending.events.len();
@@ -362,8 +417,8 @@ fn decide_part(
     }
 }
 
-/// Commits the parts waiting as one group, applies it to the roll, and answers its jobs.
-fn commit(shared: &Arc<Shared>, epoch: &AtomicU64, parts: Vec<Part>) {
+/// Commits the parts waiting as one group and hands it to the folder.
+fn commit(shared: &Arc<Shared>, epoch: &AtomicU64, parts: Vec<Part>, folds: &SyncSender<Fold>) {
     let stopped = shared
         .failed
         .lock()
@@ -406,7 +461,12 @@ fn commit(shared: &Arc<Shared>, epoch: &AtomicU64, parts: Vec<Part>) {
         Ok(positions) => positions,
         Err(error) => {
             tracing::error!(%error, events = group.events.len(), "commit failed; nothing was appended");
-            // Before anything else is applied: see `decide_group`.
+            // The decider starts again from the roll once it sees the new epoch, so the roll
+            // must first hold every group committed before this one (see `decide_part`).
+            let (done, folded) = std::sync::mpsc::sync_channel(1);
+            if folds.send(Fold::Barrier(done)).is_ok() {
+                let _ = folded.recv();
+            }
             epoch.fetch_add(1, Ordering::SeqCst);
             for (reply, _) in group.answers {
                 let _ = reply.send(Err(error.clone()));
@@ -414,7 +474,39 @@ fn commit(shared: &Arc<Shared>, epoch: &AtomicU64, parts: Vec<Part>) {
             return;
         }
     };
-    {
+    // Even a group with nothing to append (only replays) goes through the folder, so that
+    // every answer follows the folding of the groups committed before it.
+    let group = Committed {
+        events: group.events,
+        decided: group.decided,
+        answers: group.answers,
+        positions,
+    };
+    if let Err(unsent) = folds.send(Fold::Group(group)) {
+        // Only if the folder has died, which stopped writes: the events are durable, so the
+        // answers say so, but the roll will not show them until a restart.
+        if let Fold::Group(group) = unsent.0 {
+            answer(shared, &group.events, &group.positions, group.answers);
+        }
+    }
+}
+
+/// Applies a committed group to the roll, then answers its jobs.
+fn apply(shared: &Arc<Shared>, group: Committed) {
+    let Committed {
+        events,
+        decided,
+        answers,
+        positions,
+    } = group;
+    let stopped = shared
+        .failed
+        .lock()
+        .expect("the failure lock is never held across a panic")
+        .is_some();
+    // Once the roll could not follow the log it is not moved again: writes are stopped, and a
+    // restart rebuilds it. A group committed meanwhile is durable, and answered so.
+    if !stopped {
         let mut roll = shared
             .roll
             .write()
@@ -425,23 +517,20 @@ fn commit(shared: &Arc<Shared>, epoch: &AtomicU64, parts: Vec<Part>) {
         crate::heap::long_lived(|| {
             // Aligned with the events by construction; were it ever shorter, the rest would
             // simply be folded without their states.
-            let mut decided = group.decided.into_iter();
-            for event in &group.events {
+            let mut decided = decided.into_iter();
+            for event in &events {
                 let folded = match decided.next().flatten() {
                     Some(decided) => roll.apply_decided(event, &history, decided),
                     None => roll.apply(event, &history),
                 };
                 if let Err(error) = folded {
-                    // The events are durable and every job is still answered truthfully, but the
-                    // roll no longer matches the log: stop taking writes until a rebuild.
+                    // The events are durable and every job is still answered truthfully, but
+                    // the roll no longer matches the log: stop taking writes until a rebuild.
                     tracing::error!(%error, seq = event.seq, "the roll could not follow the log");
-                    *shared
-                        .failed
-                        .lock()
-                        .expect("the failure lock is never held across a panic") = Some(format!(
-                        "the roll could not apply event {}: {error}",
-                        event.seq
-                    ));
+                    stop_writes(
+                        shared,
+                        format!("the roll could not apply event {}: {error}", event.seq),
+                    );
                     break;
                 }
             }
@@ -449,15 +538,41 @@ fn commit(shared: &Arc<Shared>, epoch: &AtomicU64, parts: Vec<Part>) {
         shared.committed.send_replace(roll.head());
     }
     shared.maybe_checkpoint();
-    for (reply, outcome) in group.answers {
+    answer(shared, &events, &positions, answers);
+}
+
+/// Answers a committed group's jobs.
+fn answer(shared: &Shared, events: &[Arc<Event>], positions: &[Head], answers: Answers) {
+    for (reply, outcome) in answers {
         let receipts = outcome.and_then(|outcomes| {
             outcomes
                 .into_iter()
-                .map(|outcome| receipt(shared, &group.events, &positions, outcome))
+                .map(|outcome| receipt(shared, events, positions, outcome))
                 .collect()
         });
         let _ = reply.send(receipts);
     }
+}
+
+/// Runs one stage's step; if it panics, stops writes. The step's callers were answered by
+/// their dropped replies, but whatever the panic left half done, the roll may no longer match
+/// the log.
+fn stop_writes_on_panic(shared: &Shared, stage: &str, step: impl FnOnce()) {
+    if std::panic::catch_unwind(std::panic::AssertUnwindSafe(step)).is_err() {
+        tracing::error!("the {stage} panicked; writes are stopped");
+        stop_writes(
+            shared,
+            format!("the {stage} failed unexpectedly (see the server log)"),
+        );
+    }
+}
+
+/// Refuses every write from now on, with `reason`, until a restart rebuilds the roll.
+fn stop_writes(shared: &Shared, reason: String) {
+    *shared
+        .failed
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(reason);
 }
 
 /// Appends the encoded events durably.
