@@ -107,6 +107,9 @@ enum Fold {
 /// events held in flight.
 const GROUPS_TO_FOLD: usize = 1;
 
+/// The largest group the committer folds itself when the folder is idle (see `Folder::fold`).
+const FOLD_HERE_EVENTS: usize = 64;
+
 /// Where decided parts wait for the committer.
 #[derive(Default)]
 struct Handoff {
@@ -221,27 +224,7 @@ pub(super) fn spawn(
         std::thread::Builder::new()
             .name("rollstore-commit".into())
             .spawn(move || {
-                let (folds, to_fold) = std::sync::mpsc::sync_channel(GROUPS_TO_FOLD);
-                let folder = {
-                    let shared = shared.clone();
-                    std::thread::Builder::new()
-                        .name("rollstore-fold".into())
-                        .spawn(move || {
-                            for fold in to_fold {
-                                match fold {
-                                    Fold::Group(group) => {
-                                        stop_writes_on_panic(&shared, "folder", || {
-                                            apply(&shared, group)
-                                        })
-                                    }
-                                    Fold::Barrier(done) => {
-                                        let _ = done.send(());
-                                    }
-                                }
-                            }
-                        })
-                };
-                let folder = match folder {
+                let (mut folder, folding) = match Folder::spawn(&shared) {
                     Ok(folder) => folder,
                     Err(error) => {
                         tracing::error!(%error, "cannot start the folder thread; writes are stopped");
@@ -251,12 +234,12 @@ pub(super) fn spawn(
                 };
                 while let Some(parts) = handoff.take() {
                     stop_writes_on_panic(&shared, "committer", || {
-                        commit(&shared, &epoch, parts, &folds)
+                        commit(&shared, &epoch, parts, &mut folder)
                     });
                 }
                 // The folder ends once it has folded and answered every group sent to it.
-                drop(folds);
-                if folder.join().is_err() {
+                drop(folder);
+                if folding.join().is_err() {
                     tracing::error!("the folder panicked");
                 }
             })
@@ -418,7 +401,7 @@ fn decide_part(
 }
 
 /// Commits the parts waiting as one group and hands it to the folder.
-fn commit(shared: &Arc<Shared>, epoch: &AtomicU64, parts: Vec<Part>, folds: &SyncSender<Fold>) {
+fn commit(shared: &Arc<Shared>, epoch: &AtomicU64, parts: Vec<Part>, folder: &mut Folder) {
     let stopped = shared
         .failed
         .lock()
@@ -463,10 +446,7 @@ fn commit(shared: &Arc<Shared>, epoch: &AtomicU64, parts: Vec<Part>, folds: &Syn
             tracing::error!(%error, events = group.events.len(), "commit failed; nothing was appended");
             // The decider starts again from the roll once it sees the new epoch, so the roll
             // must first hold every group committed before this one (see `decide_part`).
-            let (done, folded) = std::sync::mpsc::sync_channel(1);
-            if folds.send(Fold::Barrier(done)).is_ok() {
-                let _ = folded.recv();
-            }
+            folder.wait();
             epoch.fetch_add(1, Ordering::SeqCst);
             for (reply, _) in group.answers {
                 let _ = reply.send(Err(error.clone()));
@@ -474,19 +454,87 @@ fn commit(shared: &Arc<Shared>, epoch: &AtomicU64, parts: Vec<Part>, folds: &Syn
             return;
         }
     };
-    // Even a group with nothing to append (only replays) goes through the folder, so that
-    // every answer follows the folding of the groups committed before it.
-    let group = Committed {
-        events: group.events,
-        decided: group.decided,
-        answers: group.answers,
-        positions,
-    };
-    if let Err(unsent) = folds.send(Fold::Group(group)) {
-        // Only if the folder has died, which stopped writes: the events are durable, so the
-        // answers say so, but the roll will not show them until a restart.
-        if let Fold::Group(group) = unsent.0 {
-            answer(shared, &group.events, &group.positions, group.answers);
+    folder.fold(
+        shared,
+        Committed {
+            events: group.events,
+            decided: group.decided,
+            answers: group.answers,
+            positions,
+        },
+    );
+}
+
+/// The committer's end of the folder thread.
+struct Folder {
+    groups: SyncSender<Fold>,
+    /// Groups handed over so far, and groups the folder has finished: equal when it is idle.
+    sent: u64,
+    finished: Arc<AtomicU64>,
+}
+
+impl Folder {
+    fn spawn(shared: &Arc<Shared>) -> std::io::Result<(Folder, JoinHandle<()>)> {
+        let (groups, to_fold) = std::sync::mpsc::sync_channel(GROUPS_TO_FOLD);
+        let finished = Arc::new(AtomicU64::new(0));
+        let thread = {
+            let shared = shared.clone();
+            let finished = finished.clone();
+            std::thread::Builder::new()
+                .name("rollstore-fold".into())
+                .spawn(move || {
+                    for fold in to_fold {
+                        match fold {
+                            Fold::Group(group) => {
+                                stop_writes_on_panic(&shared, "folder", || apply(&shared, group))
+                            }
+                            Fold::Barrier(done) => {
+                                let _ = done.send(());
+                            }
+                        }
+                        finished.fetch_add(1, Ordering::SeqCst);
+                    }
+                })?
+        };
+        let folder = Folder {
+            groups,
+            sent: 0,
+            finished,
+        };
+        Ok((folder, thread))
+    }
+
+    /// Has a committed group applied to the roll and answered, after every group before it.
+    /// A small group is folded right here when the folder is idle: handing over a few events
+    /// (single writes come in groups of ten or so) cost a thread's wake-up for each group, and
+    /// nothing is sent to the folder meanwhile, so the order holds. Even a group with nothing
+    /// to append (only replays) is folded in order, so that every answer follows the groups
+    /// committed before it.
+    fn fold(&mut self, shared: &Arc<Shared>, group: Committed) {
+        if group.events.len() <= FOLD_HERE_EVENTS
+            && self.finished.load(Ordering::SeqCst) == self.sent
+        {
+            apply(shared, group);
+            return;
+        }
+        match self.groups.send(Fold::Group(group)) {
+            Ok(()) => self.sent += 1,
+            // Only if the folder has died, which stopped writes: the events are durable, so the
+            // answers say so, but the roll will not show them until a restart.
+            Err(unsent) => {
+                if let Fold::Group(group) = unsent.0 {
+                    answer(shared, &group.events, &group.positions, group.answers);
+                }
+            }
+        }
+    }
+
+    /// Returns once every group handed over so far is in the roll.
+    fn wait(&mut self) {
+        let (done, folded) = std::sync::mpsc::sync_channel(1);
+        if self.groups.send(Fold::Barrier(done)).is_ok() {
+            self.sent += 1;
+            let _ = folded.recv();
         }
     }
 }
