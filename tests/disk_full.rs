@@ -45,16 +45,25 @@ impl Drop for Mount {
     }
 }
 
-#[tokio::test]
-async fn a_full_disk_refuses_writes_loses_nothing_and_recovers() {
+/// A register on a fresh 6 MiB tmpfs (its directory, the mount, the store's path), or `None`,
+/// said on stderr, where mounting is not allowed.
+fn register_on_a_small_disk() -> Option<(tempfile::TempDir, Mount, std::path::PathBuf, Register)> {
     let Some((dir, mount)) = Mount::tmpfs("6M") else {
         eprintln!(
             "disk_full: cannot mount a tmpfs here (not root?); the disk-full path is not exercised"
         );
-        return;
+        return None;
     };
     let data = dir.path().join("store");
     let register = Register::open(&data, Config::default()).unwrap();
+    Some((dir, mount, data, register))
+}
+
+#[tokio::test]
+async fn a_full_disk_refuses_writes_loses_nothing_and_recovers() {
+    let Some((_dir, mount, data, register)) = register_on_a_small_disk() else {
+        return;
+    };
     let mut acknowledged = 0u64;
     let mut failure = None;
     for i in 0..200_000u32 {
@@ -102,14 +111,9 @@ async fn a_full_disk_refuses_writes_loses_nothing_and_recovers() {
 async fn writers_racing_a_full_disk_keep_every_acknowledged_write() {
     const WRITERS: u32 = 8;
     const BATCH: u32 = 20;
-    let Some((dir, mount)) = Mount::tmpfs("6M") else {
-        eprintln!(
-            "disk_full: cannot mount a tmpfs here (not root?); the disk-full path is not exercised"
-        );
+    let Some((_dir, mount, data, register)) = register_on_a_small_disk() else {
         return;
     };
-    let data = dir.path().join("store");
-    let register = Register::open(&data, Config::default()).unwrap();
     let writers: Vec<_> = (0..WRITERS)
         .map(|w| {
             let register = register.clone();

@@ -217,6 +217,8 @@ pub(super) fn spawn(
 ) -> Result<JoinHandle<()>, Error> {
     let epoch = Arc::new(AtomicU64::new(0));
     let handoff = Arc::new(Handoff::default());
+    let (mut folder, folding) = Folder::spawn(&shared)
+        .map_err(|e| Error::Io(format!("cannot start the folder thread: {e}")))?;
     let committer = {
         let shared = shared.clone();
         let epoch = epoch.clone();
@@ -224,14 +226,6 @@ pub(super) fn spawn(
         std::thread::Builder::new()
             .name("rollstore-commit".into())
             .spawn(move || {
-                let (mut folder, folding) = match Folder::spawn(&shared) {
-                    Ok(folder) => folder,
-                    Err(error) => {
-                        tracing::error!(%error, "cannot start the folder thread; writes are stopped");
-                        stop_writes(&shared, "the folder thread could not start".into());
-                        return;
-                    }
-                };
                 while let Some(parts) = handoff.take() {
                     stop_writes_on_panic(&shared, "committer", || {
                         commit(&shared, &epoch, parts, &mut folder)
