@@ -12,6 +12,8 @@
 #   benches/cpu-per-event.sh --mix head --concurrency 32 --seconds 5    # GetHead: a call's floor
 #   RUNS=3 benches/cpu-per-event.sh …
 #   BIN=/tmp/other/rollstore NOBUILD=1 benches/cpu-per-event.sh …       # another build, A/B
+#   THREADS=1 benches/cpu-per-event.sh …    # and the server's CPU per event by thread: the writer's
+#                                           # decider, committer and folder, tokio, sled's I/O
 #
 # With --mix head nothing is written, and the figures are per call instead of per event.
 set -euo pipefail
@@ -28,8 +30,8 @@ trap 'kill -TERM $SERVER 2>/dev/null; wait $SERVER 2>/dev/null; rm -rf "$DIR"' E
 until "$BIN" bench --address "127.0.0.1:$PORT" --concurrency 1 --requests 1 --seconds 5 >/dev/null 2>&1; do
     sleep 0.05
 done
-python3 - "$BIN" "$PORT" "$SERVER" "$RUNS" "$DIR/run.json" "$@" <<'PY'
-import json, os, resource, subprocess, sys
+THREADS=${THREADS:-} python3 - "$BIN" "$PORT" "$SERVER" "$RUNS" "$DIR/run.json" "$@" <<'PY'
+import glob, json, os, re, resource, subprocess, sys
 binary, port, server, runs, out, *args = sys.argv[1:]
 hz = os.sysconf("SC_CLK_TCK")
 def server_written():
@@ -42,7 +44,20 @@ def server_written():
 def server_seconds():
     fields = open(f"/proc/{server}/stat").read().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / hz  # utime + stime
+def thread_seconds():
+    # CPU seconds by thread name, a pool's threads together (sled-io-0..6 as sled-io).
+    seconds = {}
+    for stat in glob.glob(f"/proc/{server}/task/*/stat"):
+        try:
+            text = open(stat).read()
+        except OSError:
+            continue  # a thread that ended meanwhile
+        name = re.sub(r"-\d+$", "", text[text.index("(") + 1:text.rindex(")")])
+        fields = text.rsplit(")", 1)[1].split()
+        seconds[name] = seconds.get(name, 0) + (int(fields[11]) + int(fields[12])) / hz
+    return seconds
 for _ in range(int(runs)):
+    threads = thread_seconds()
     before, children = server_seconds(), resource.getrusage(resource.RUSAGE_CHILDREN)
     written = server_written()
     subprocess.run([binary, "bench", "--address", f"127.0.0.1:{port}", "--json", out, *args],
@@ -59,4 +74,10 @@ for _ in range(int(runs)):
           f"p99 {run['latency_ms']['p99']:6.2f} ms  server {(after - before) * 1e6 / count:5.1f} µs/{unit}  "
           f"load generator {client * 1e6 / count:5.1f} µs/{unit}  "
           f"written {written / count:6.0f} B/{unit}", flush=True)
+    if os.environ.get("THREADS"):
+        now = thread_seconds()
+        spent = {name: now[name] - threads.get(name, 0) for name in now}
+        print("  by thread: " + ", ".join(
+            f"{name} {seconds * 1e6 / count:.1f} µs" for name, seconds in
+            sorted(spent.items(), key=lambda item: -item[1]) if seconds > 0), flush=True)
 PY
