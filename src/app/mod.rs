@@ -221,6 +221,8 @@ struct Shared {
     /// Set if the roll could not follow a committed event: writes stop until a restart
     /// rebuilds it from the log.
     failed: std::sync::Mutex<Option<String>>,
+    #[cfg(test)]
+    faults: writer::Faults,
 }
 
 /// Reads a household's events back from the log, for the roll's corrections.
@@ -275,6 +277,8 @@ impl Register {
             // at most about `checkpoint_every` events however often the server crashes.
             checkpointed: std::sync::atomic::AtomicU64::new(from.checkpoint_seq),
             failed: std::sync::Mutex::new(None),
+            #[cfg(test)]
+            faults: writer::Faults::default(),
         });
         let (jobs, receiver) = mpsc::channel(4096);
         let handle = writer::spawn(shared.clone(), receiver)?;
@@ -724,16 +728,25 @@ mod tests {
         checkpoint::read(dir).map_or(0, |(at, _)| at.seq)
     }
 
-    /// Waits until no background checkpoint is under way (a checkpoint that is due has been
-    /// started before the append that made it due was answered).
-    async fn checkpoint_finished(register: &Register) {
+    /// Waits, polling, until `done` holds: for what a background thread does without a
+    /// signal a test can await. Never getting there in 30 s fails the test.
+    pub(super) async fn until(what: &str, done: impl Fn() -> bool) {
         for _ in 0..3_000 {
-            if !register.shared.checkpointing.load(Ordering::SeqCst) {
+            if done() {
                 return;
             }
             tokio::time::sleep(std::time::Duration::from_millis(10)).await;
         }
-        panic!("the background checkpoint did not finish in 30 s");
+        panic!("{what} did not happen in 30 s");
+    }
+
+    /// Waits until no background checkpoint is under way (a checkpoint that is due has been
+    /// started before the append that made it due was answered).
+    async fn checkpoint_finished(register: &Register) {
+        until("the end of the background checkpoint", || {
+            !register.shared.checkpointing.load(Ordering::SeqCst)
+        })
+        .await;
     }
 
     /// Given runs of the server that each open the store with a `checkpoint_every`, append

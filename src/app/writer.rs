@@ -110,6 +110,59 @@ const GROUPS_TO_FOLD: usize = 1;
 /// The largest group the committer folds itself when the folder is idle (see `Folder::fold`).
 const FOLD_HERE_EVENTS: usize = 64;
 
+/// Where a unit test holds the folder or fails commits, to force an ordering that real timing
+/// makes too narrow to hit: a commit failing while the group before it is still being folded
+/// (see `commit`). Test builds only; a server has none of this.
+#[cfg(test)]
+#[derive(Default)]
+pub(super) struct Faults {
+    /// Every append fails while this is set; `appends_failed` counts them.
+    fail_appends: std::sync::atomic::AtomicBool,
+    appends_failed: AtomicU64,
+    folder: Mutex<FolderHold>,
+    folder_moved: Condvar,
+}
+
+#[cfg(test)]
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+enum FolderHold {
+    #[default]
+    Free,
+    /// The folder stops before the next group it applies...
+    Hold,
+    /// ...and has: it waits there until set free.
+    Holding,
+}
+
+#[cfg(test)]
+impl Faults {
+    fn set_folder(&self, hold: FolderHold) {
+        *self.folder.lock().expect("a test's lock") = hold;
+        self.folder_moved.notify_all();
+    }
+
+    /// Called by the folder before it applies a group.
+    fn folder_waits_if_held(&self) {
+        let mut hold = self.folder.lock().expect("a test's lock");
+        if *hold == FolderHold::Hold {
+            *hold = FolderHold::Holding;
+            self.folder_moved.notify_all();
+            while *hold == FolderHold::Holding {
+                hold = self.folder_moved.wait(hold).expect("a test's lock");
+            }
+        }
+    }
+
+    /// Called by `append`: the failure a full disk or a failing device would give.
+    fn append_fails(&self) -> Result<(), Error> {
+        if self.fail_appends.load(Ordering::SeqCst) {
+            self.appends_failed.fetch_add(1, Ordering::SeqCst);
+            return Err(Error::Io("the device failed (a test's fault)".into()));
+        }
+        Ok(())
+    }
+}
+
 /// Where decided parts wait for the committer.
 #[derive(Default)]
 struct Handoff {
@@ -480,6 +533,8 @@ impl Folder {
                     for fold in to_fold {
                         match fold {
                             Fold::Group(group) => {
+                                #[cfg(test)]
+                                shared.faults.folder_waits_if_held();
                                 stop_writes_on_panic(&shared, "folder", || apply(&shared, group))
                             }
                             Fold::Barrier(done) => {
@@ -619,6 +674,8 @@ fn stop_writes(shared: &Shared, reason: String) {
 
 /// Appends the encoded events durably.
 fn append(shared: &Shared, events: &[Arc<Event>], bodies: &[Vec<u8>]) -> Result<Vec<Head>, Error> {
+    #[cfg(test)]
+    shared.faults.append_fails()?;
     let positions = shared.log.append(bodies)?;
     for (event, position) in events.iter().zip(&positions) {
         assert_eq!(
@@ -830,7 +887,9 @@ impl Staging<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::{Cause, HouseholdId, RelapseRecord};
+    use crate::app::tests::until;
+    use crate::app::{Config, Register};
+    use crate::domain::{Adjustment, Cause, HouseholdId, RelapseRecord};
 
     fn event(seq: u64) -> Arc<Event> {
         let command = Command {
@@ -886,5 +945,100 @@ mod tests {
             );
             assert_eq!(pending.epoch, epoch);
         }
+    }
+
+    /// Appends `commands` as a client would: again while the answer is "retry".
+    async fn append_retrying(
+        register: &Register,
+        commands: Vec<Command>,
+    ) -> Result<Vec<Receipt>, Error> {
+        for _ in 0..100 {
+            match register.append(commands.clone()).await {
+                Err(Error::Unavailable(_)) => continue,
+                answer => return answer,
+            }
+        }
+        panic!("still refused as unavailable after 100 tries");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn after_a_failed_commit_the_decider_starts_again_from_a_roll_holding_every_group_before_it(
+    ) {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let register = Register::open(dir.path(), Config::default()).expect("the store opens");
+        let faults = &register.shared.faults;
+        let mut demo = crate::demo::baota::generate(1).commands.into_iter();
+
+        // Given a group of identifications too large for the committer to fold itself, held
+        // by the folder before it applies it (answered, so durable, only once folded),
+        let held: Vec<Command> = demo.by_ref().take(FOLD_HERE_EVENTS + 1).collect();
+        assert!(
+            matches!(held[0].change, Change::Identify(_)),
+            "the demo starts with identifications"
+        );
+        let household = held[0].household_id.clone();
+        let identified_on = held[0].effective_date;
+        faults.set_folder(FolderHold::Hold);
+        let first = tokio::spawn({
+            let register = register.clone();
+            async move { register.append(held).await }
+        });
+        until("the folder holding the first group", || {
+            *faults.folder.lock().expect("a test's lock") == FolderHold::Holding
+        })
+        .await;
+
+        // when the next group's commit fails while the first is still being folded,
+        faults.fail_appends.store(true, Ordering::SeqCst);
+        let failed = tokio::spawn({
+            let register = register.clone();
+            let command = demo.next().expect("the demo has more");
+            async move { register.append(vec![command]).await }
+        });
+        until("the second commit failing", || {
+            faults.appends_failed.load(Ordering::SeqCst) > 0
+        })
+        .await;
+        faults.fail_appends.store(false, Ordering::SeqCst);
+
+        // and a command about a household of the first group comes before the folder moves on,
+        let adjust = Command {
+            household_id: household.clone(),
+            effective_date: identified_on,
+            document_ref: "a test".into(),
+            expected_version: None,
+            request_id: None,
+            change: Change::Adjust(Adjustment {
+                income_per_capita: Some(4_321),
+                ..Adjustment::default()
+            }),
+        };
+        let after = tokio::spawn({
+            let register = register.clone();
+            async move { append_retrying(&register, vec![adjust]).await }
+        });
+        // (Long enough for the decider to take it while the folder is held; the outcome below
+        // does not depend on it.)
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        faults.set_folder(FolderHold::Free);
+
+        // then the first group lands, the failed one is refused with its cause, and the
+        // command is decided over the first group: the decider did not start again from a
+        // roll that lacked it, which would have refused it as an unknown household.
+        let first = first
+            .await
+            .expect("the task ends")
+            .expect("the first group lands");
+        assert_eq!(first.len(), FOLD_HERE_EVENTS + 1);
+        let failed = failed.await.expect("the task ends");
+        assert!(matches!(failed, Err(Error::Io(_))), "{failed:?}");
+        let after = after.await.expect("the task ends");
+        let receipts = after.unwrap_or_else(|e| panic!("the adjustment was refused: {e}"));
+        assert_eq!(receipts[0].seq, FOLD_HERE_EVENTS as u64 + 2);
+        assert_eq!(register.head().seq, FOLD_HERE_EVENTS as u64 + 2);
+        let now = register
+            .household(&household, crate::app::At::NOW)
+            .expect("the household is on the roll");
+        assert_eq!((now.version, now.state.income_per_capita), (2, 4_321));
     }
 }
