@@ -592,10 +592,13 @@ impl Folder {
 fn apply(shared: &Arc<Shared>, group: Committed) {
     let Committed {
         events,
-        decided,
+        mut decided,
         answers,
         positions,
     } = group;
+    // The states are packed before the lock is taken (into the roll's heap, where they will
+    // live): the fold under it only moves them in.
+    crate::heap::long_lived(|| decided.iter_mut().flatten().for_each(Decided::pack));
     let stopped = shared
         .failed
         .lock()
