@@ -250,8 +250,6 @@ pub struct Decided {
     before: Option<(Snapshot, Vec<IdNumber>)>,
     /// Shared with the writer's staging, which reads it for the commands after.
     after: std::sync::Arc<HouseholdState>,
-    /// `after`, packed ahead of the fold by [`Decided::pack`].
-    packed: Option<PackedState>,
 }
 
 impl Decided {
@@ -261,15 +259,7 @@ impl Decided {
         Self {
             before: before.map(Self::footprint),
             after,
-            packed: None,
         }
-    }
-
-    /// Packs the state after the event now, so that the fold only moves it into the roll: the
-    /// writer packs a group's states before it takes the roll's write lock, during which
-    /// readers and the deciding of the next writes wait.
-    pub fn pack(&mut self) {
-        self.packed = Some(PackedState::pack(&self.after));
     }
 
     fn footprint(state: &HouseholdState) -> (Snapshot, Vec<IdNumber>) {
@@ -694,13 +684,12 @@ impl Roll {
         entry.seqs.push(event.seq);
         // What the old state counted for, taken before the state is folded (a household's
         // state is not cloned on the hot path).
-        let (footprint, decided, packed) = match decided {
+        let (footprint, decided) = match decided {
             Some(Decided {
                 before: footprint,
                 after,
-                packed,
-            }) => (footprint, Some(after), packed),
-            None => (before.as_ref().map(Decided::footprint), None, None),
+            }) => (footprint, Some(after)),
+            None => (before.as_ref().map(Decided::footprint), None),
         };
         let folded = match (&decided, &corrected_stream) {
             (Some(_), _) => None,
@@ -791,10 +780,7 @@ impl Roll {
         if recount {
             stats::count(&mut self.tallies, &now, 1);
         }
-        match packed {
-            Some(packed) => entry.state = packed,
-            None => entry.state.repack(after),
-        }
+        entry.state.repack(after);
         if let Some(newcomer) = newcomer {
             let pushed = self.households.push(newcomer)?;
             debug_assert_eq!(pushed, number, "a newcomer takes the next number");

@@ -485,7 +485,7 @@ impl Log {
     /// head is removed (it was never acknowledged), and the error is returned. If that reopen
     /// fails too, the database stays closed until the next append or read reopens it. Once the
     /// cause is gone, the next append succeeds; no restart is needed.
-    pub fn append<B: AsRef<[u8]>>(&self, bodies: &[B]) -> Result<Vec<Head>, Error> {
+    pub fn append(&self, bodies: &[Vec<u8>]) -> Result<Vec<Head>, Error> {
         let mut head = self
             .head
             .lock()
@@ -493,11 +493,7 @@ impl Log {
         self.reopen_if_closed(*head)?;
         // A record's length is a u32. No request comes near it (the API takes 64 MiB at most),
         // but an import reads whatever its file holds.
-        if let Some(body) = bodies
-            .iter()
-            .map(AsRef::as_ref)
-            .find(|b| u32::try_from(b.len()).is_err())
-        {
+        if let Some(body) = bodies.iter().find(|b| u32::try_from(b.len()).is_err()) {
             return Err(Error::invalid(
                 "body",
                 format!(
@@ -511,7 +507,7 @@ impl Log {
         let mut last = *head;
         // A block's bytes, sized once: growing them by doubling copied each block ~3 times.
         let mut block = (last.seq + 1, Vec::with_capacity(BLOCK_BYTES));
-        for body in bodies.iter().map(AsRef::as_ref) {
+        for body in bodies {
             let seq = last.seq + 1;
             let hash = chain(&last.hash, body);
             let record = HASH_LEN + LEN_LEN + body.len();
