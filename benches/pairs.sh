@@ -3,7 +3,10 @@
 # benches/cpu-per-event.sh with build A then build B, and prints each pair's events/s and the
 # ratio B/A, then the median of the ratios and of each build's runs. A pair's two runs are
 # seconds apart, so a ratio is far steadier than either figure: the other tenants of the host
-# move throughput by a third between hours, but seldom within a pair.
+# move throughput by a third between hours, but seldom within a pair. Still, one set of eight
+# pairs does not resolve 3%: two changes each came out at 1.03 (ahead in 6 of 8) alone, and at
+# 0.995-0.998 together against the same base (benches/JOURNAL.md, 2026-11-30's sixth session).
+# Confirm a small ratio with a second set, or count instructions (benches/instructions.sh).
 #
 #   benches/pairs.sh /tmp/before/rollstore target/release/rollstore                 # batches of 1,000, 4 clients
 #   PAIRS=8 benches/pairs.sh A B --concurrency 8 --batch 1000 --seconds 5 --mix mixed
