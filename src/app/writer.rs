@@ -110,8 +110,8 @@ const GROUPS_TO_FOLD: usize = 1;
 /// The largest group the committer folds itself when the folder is idle (see `Folder::fold`).
 const FOLD_HERE_EVENTS: usize = 64;
 
-/// Where a unit test holds the folder or fails commits, to force an ordering that real timing
-/// makes too narrow to hit: a commit failing while the group before it is still being folded
+/// Where a unit test holds the folder, fails commits and follows the decider, to force an
+/// ordering that real timing makes too narrow to hit: a commit failing while the group before it is still being folded
 /// (see `commit`). Test builds only; a server has none of this.
 #[cfg(test)]
 #[derive(Default)]
@@ -119,6 +119,8 @@ pub(super) struct Faults {
     /// Every append fails while this is set; `appends_failed` counts them.
     fail_appends: std::sync::atomic::AtomicBool,
     appends_failed: AtomicU64,
+    /// Parts the decider has decided and handed over.
+    parts_decided: AtomicU64,
     folder: Mutex<FolderHold>,
     folder_moved: Condvar,
 }
@@ -325,6 +327,8 @@ pub(super) fn spawn(
                 }
                 clock = clock.max(shared.config.clock.now().trunc_subsecs(6));
                 handoff.put(decide_part(&shared, &epoch, &mut pending, group, clock));
+                #[cfg(test)]
+                shared.faults.parts_decided.fetch_add(1, Ordering::SeqCst);
                 if stop {
                     break;
                 }
@@ -1013,13 +1017,19 @@ mod tests {
                 ..Adjustment::default()
             }),
         };
+        let decided = faults.parts_decided.load(Ordering::SeqCst);
         let after = tokio::spawn({
             let register = register.clone();
             async move { append_retrying(&register, vec![adjust]).await }
         });
-        // (Long enough for the decider to take it while the folder is held; the outcome below
-        // does not depend on it.)
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        // Decided while the folder is held: without the barrier, the decider would then start
+        // again from a roll lacking the first group. (Waiting only until it had received the
+        // command caught a missing barrier once in six runs: the folder, set free, often
+        // applied the first group before the decider read the roll.)
+        until("the decider deciding the adjustment", || {
+            faults.parts_decided.load(Ordering::SeqCst) > decided
+        })
+        .await;
         faults.set_folder(FolderHold::Free);
 
         // then the first group lands, the failed one is refused with its cause, and the
