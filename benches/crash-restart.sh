@@ -9,15 +9,18 @@
 # log costs (every reader of the log, a subscriber's catch-up or VerifyChain as much as a
 # start-up's replay, reads it the same way).
 #
-#   HOUSEHOLDS=1000000 EVENTS=9900000 AFTER=200000 benches/crash-restart.sh  # ~10M, as README
+#   HOUSEHOLDS=1000000 EVENTS=9990000 AFTER=200000 benches/crash-restart.sh  # ~10M, as README
 #   EVENTS=900000 benches/crash-restart.sh                                 # a minute or two
 #   SERVE_ARGS="--checkpoint-every 300000" …                               # another interval
 #   LOAD_ARGS=--request-ids …                        # more options for the load generator
 #   KEEP=/tmp/crashed …      # keeps a copy of the store as the first crash left it, for
 #                            # benches/start-up.sh to start builds on in turn
 #
-# The replayed tail is EVENTS minus the last checkpoint's seq (one every 1M events by default),
-# so EVENTS just under a multiple of the interval gives the longest replay.
+# The replayed tail is EVENTS minus the seq of the last checkpoint (one every 1M events by
+# default) or delta on it (one every 250,000 between), so EVENTS just under a multiple of
+# 250,000 gives the longest replay, and 9,990,000 the largest delta too (the households changed
+# in the 750,000 events since the checkpoint at 9M). SERVE_ARGS="--delta-every 0" crashes a
+# server without deltas (a tail of up to 1M).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 HOUSEHOLDS=${HOUSEHOLDS:-100000}

@@ -301,17 +301,22 @@ struct ServeArgs {
     /// The address to listen on. Use port 0 to let the system choose.
     #[arg(long, default_value = "127.0.0.1:50051", env = "ROLLSTORE_LISTEN")]
     listen: SocketAddr,
-    /// Write a checkpoint of the projections in the background after this many events, so
-    /// that a restart replays at most about this many, after a crash too (events replayed at a
-    /// start-up count toward the next one). At 10M events a restart after a crash takes
-    /// 1–3 s (sled's open, bounded by --reopen-log-every, beside the checkpoint's decoding)
-    /// plus ~3 µs for each event replayed: 3.5–5.9 s with the default (~900,000 replayed).
-    /// Each checkpoint there is 1–7 s of background work (writes wait only for one piece of
-    /// it at a time), and writes made while one runs are noted in memory until it ends: with
-    /// 500,000, a bulk load of 10M events with request_ids peaked at 1,069 MiB and ran at
-    /// 58,601/s, against 973–1,020 MiB and 66,000–74,000/s with the default.
+    /// Write a checkpoint of the whole roll (the projections) in the background after this
+    /// many events. Each is 1–7 s of background work at 10M events (writes wait only for one
+    /// piece of it at a time), and writes made while one runs are noted in memory until it
+    /// ends: with 500,000, a bulk load of 10M events with request_ids peaked at 1,069 MiB and
+    /// ran at 58,601/s, against 973–1,020 MiB and 66,000–74,000/s with the default.
     #[arg(long, default_value_t = 1_000_000, value_parser = clap::value_parser!(u64).range(1..))]
     checkpoint_every: u64,
+    /// Between whole checkpoints, write a delta on the last one after this many events: only
+    /// the households and request entries that changed since it (and the smaller indexes
+    /// whole), so a restart, after a crash too, replays at most about this many events
+    /// (events replayed at a start-up count toward the next). A restart decodes the
+    /// checkpoint and the delta (1–3 s at 10M events, beside sled's open, which
+    /// --reopen-log-every bounds), then replays the tail at ~3 µs an event. 0: no deltas, and
+    /// a restart replays up to --checkpoint-every events.
+    #[arg(long, default_value_t = 250_000)]
+    delta_every: u64,
     /// Close and reopen the log's database (sled) after the first background checkpoint once
     /// this many events were written since it last opened; 0: never. sled writes its snapshot
     /// only when it opens, and a start-up after a crash re-reads everything written since
@@ -543,6 +548,7 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
         policy,
         max_batch: args.limits.max_batch,
         checkpoint_every: args.checkpoint_every,
+        delta_every: args.delta_every,
         reopen_log_every: args.reopen_log_every,
         ..Config::default()
     };

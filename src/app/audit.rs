@@ -13,9 +13,15 @@
 //!
 //! ```text
 //!   checkpoint = postcard(Roll) in sections, tied to (seq, hash(seq))
-//!   open       = checkpoint (if the log has that hash at that seq) + replay of the tail
-//!                (read and decoded on a second thread while this one applies it)
+//!   delta      = the same of what changed since the checkpoint, tied to it and to its own
+//!   open       = checkpoint (if the log has that hash at that seq), the delta laid over it
+//!                (if it builds on it), + replay of the tail (read and decoded on a second
+//!                thread while this one applies it)
 //! ```
+//!
+//! A whole checkpoint every `checkpoint_every` events and a delta every `delta_every` in
+//! between bound a start-up's replay to the latter: a delta holds only the households and
+//! request entries that changed since its base, so it is cheap enough to write often.
 
 use std::collections::BTreeSet;
 use std::io::{BufRead, Write};
@@ -29,7 +35,7 @@ use tokio::sync::{mpsc, watch};
 use super::{LogHistory, Recorded};
 use crate::domain::{Event, RegionPrefix};
 use crate::error::Error;
-use crate::projection::{checkpoint_failed, Roll};
+use crate::projection::{checkpoint_failed, Extent, Roll};
 use crate::store::{chain, checkpoint, unpanicked, Head, Log, GENESIS};
 
 /// Events a subscriber reads from the log per step.
@@ -232,23 +238,44 @@ const CHECKPOINT_ITEM_LIMIT: usize = 16 << 20;
 
 /// Decodes a roll from a checkpoint's sections, side by side: each section is checked against
 /// its digest and decoded on whichever thread is free, the largest first, and the roll is put
-/// together from them.
+/// together from them. With a delta, only the sections of the whole checkpoint that the delta
+/// does not hold whole are decoded, and the delta's are laid over them.
 ///
 /// One thread decoding the whole payload left the other core nearly idle during a clean
 /// restart (sled's open takes ~0.1–0.5 s then), and took 3.4–4.8 s at the scale run with
 /// request_ids (10M events) even once its index shards were read by slicing.
-fn decode_roll(sections: Vec<checkpoint::Section>) -> Result<Roll, String> {
-    if sections.len() != Roll::CHECKPOINT_SECTIONS {
-        return Err(format!(
-            "it has {} sections where a roll has {}",
-            sections.len(),
-            Roll::CHECKPOINT_SECTIONS
-        ));
+fn decode_roll(
+    whole: Vec<checkpoint::Section>,
+    delta: Option<(u64, Vec<checkpoint::Section>)>,
+) -> Result<Roll, String> {
+    for sections in std::iter::once(&whole).chain(delta.as_ref().map(|(_, d)| d)) {
+        if sections.len() != Roll::CHECKPOINT_SECTIONS {
+            return Err(format!(
+                "it has {} sections where a roll has {}",
+                sections.len(),
+                Roll::CHECKPOINT_SECTIONS
+            ));
+        }
     }
+    let under_delta = delta.is_some();
+    // (the section's place among those decoded, its extent, its number in its file, it)
+    let mut queue: Vec<(usize, Extent, usize, checkpoint::Section)> = whole
+        .into_iter()
+        .enumerate()
+        .filter(|(n, _)| !under_delta || Roll::is_under_delta(*n))
+        .map(|(n, section)| (Extent::Whole, n, section))
+        .chain(delta.into_iter().flat_map(|(base, sections)| {
+            sections
+                .into_iter()
+                .enumerate()
+                .map(move |(n, section)| (Extent::After(base), n, section))
+        }))
+        .enumerate()
+        .map(|(place, (extent, n, section))| (place, extent, n, section))
+        .collect();
     // Popped from the end: the largest first, so that no thread is left with a large one
     // when the others are done.
-    let mut queue: Vec<(usize, checkpoint::Section)> = sections.into_iter().enumerate().collect();
-    queue.sort_by_key(|(_, section)| section.len());
+    queue.sort_by_key(|(.., section)| section.len());
     let queue = std::sync::Mutex::new(queue);
     let decode = || {
         // Zeroed on allocation, so its pages cost memory only as far as items reach.
@@ -259,16 +286,16 @@ fn decode_roll(sections: Vec<checkpoint::Section>) -> Result<Roll, String> {
                 .lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner)
                 .pop();
-            let Some((n, section)) = next else {
+            let Some((place, extent, n, section)) = next else {
                 return decoded;
             };
             let section = match section.open() {
-                Ok(bytes) => Roll::decode_section(n, bytes, &mut scratch)
+                Ok(bytes) => Roll::decode_section(n, extent, bytes, &mut scratch)
                     .map_err(|e| format!("it does not decode ({e})")),
                 Err(checkpoint::Unusable::Damaged(why)) => Err(why),
                 Err(checkpoint::Unusable::Missing) => Err("it is gone".into()),
             };
-            decoded.push((n, section));
+            decoded.push((place, section));
         }
     };
     let threads = std::thread::available_parallelism()
@@ -294,7 +321,7 @@ fn decode_roll(sections: Vec<checkpoint::Section>) -> Result<Roll, String> {
         }
         Ok::<_, String>(decoded)
     })?;
-    decoded.sort_by_key(|(n, _)| *n);
+    decoded.sort_by_key(|(place, _)| *place);
     let sections = decoded
         .into_iter()
         .map(|(_, section)| section)
@@ -302,28 +329,65 @@ fn decode_roll(sections: Vec<checkpoint::Section>) -> Result<Roll, String> {
     Roll::from_sections(sections)
 }
 
-/// A checkpoint as read from its file, before it is checked against the log.
+/// The checkpoints as read from their files, before they are checked against the log.
 enum Checkpoint {
     Missing,
     /// Its file is damaged (the reason): the log is replayed from its start.
     Damaged(String),
-    /// Its header, and its roll or why that did not decode (boxed: a roll is large, and
-    /// this travels between threads by value).
-    Read(Head, Result<Box<Roll>, String>),
+    /// The whole checkpoint's header, the header of the delta laid over it if one was, and
+    /// their roll or why it did not decode (boxed: a roll is large, and this travels between
+    /// threads by value).
+    Read {
+        whole: Head,
+        delta: Option<Head>,
+        roll: Result<Box<Roll>, String>,
+    },
 }
 
-/// Reads and decodes the checkpoint in `dir`. Needs no log, so a start-up can do it while the
-/// log opens.
+/// Reads and decodes the checkpoint in `dir`, and the delta on it if there is one that builds
+/// on it and decodes (else the checkpoint alone, and the reason is logged). Needs no log, so a
+/// start-up can do it while the log opens.
 fn read_checkpoint(dir: &Path) -> Checkpoint {
+    let whole = match checkpoint::read(dir) {
+        Ok(read) => read,
+        Err(checkpoint::Unusable::Missing) => return Checkpoint::Missing,
+        Err(checkpoint::Unusable::Damaged(why)) => return Checkpoint::Damaged(why),
+    };
+    let at_own_seq = |roll: Roll, seq: u64| {
+        if roll.head() == seq {
+            Ok(Box::new(roll))
+        } else {
+            Err("its roll is not at its own seq".to_string())
+        }
+    };
+    match checkpoint::read_delta(dir) {
+        Ok((delta, base, sections)) if base == whole.0 => {
+            let (at, whole_sections) = whole;
+            match decode_roll(whole_sections, Some((base.seq, sections))) {
+                Ok(roll) => {
+                    return Checkpoint::Read {
+                        whole: at,
+                        delta: Some(delta),
+                        roll: at_own_seq(roll, delta.seq),
+                    }
+                }
+                Err(why) => {
+                    tracing::warn!(%why, "the delta cannot be used; the checkpoint alone is")
+                }
+            }
+        }
+        Ok(_) | Err(checkpoint::Unusable::Missing) => {}
+        Err(checkpoint::Unusable::Damaged(why)) => {
+            tracing::warn!(%why, "the delta cannot be used; the checkpoint alone is")
+        }
+    }
+    // Read again: a section is read once, and the delta's try may have used some.
     match checkpoint::read(dir) {
-        Ok((at, sections)) => Checkpoint::Read(
-            at,
-            match decode_roll(sections) {
-                Ok(roll) if roll.head() == at.seq => Ok(Box::new(roll)),
-                Ok(_) => Err("its roll is not at its own seq".into()),
-                Err(why) => Err(why),
-            },
-        ),
+        Ok((at, sections)) => Checkpoint::Read {
+            whole: at,
+            delta: None,
+            roll: decode_roll(sections, None).and_then(|roll| at_own_seq(roll, at.seq)),
+        },
         Err(checkpoint::Unusable::Missing) => Checkpoint::Missing,
         Err(checkpoint::Unusable::Damaged(why)) => Checkpoint::Damaged(why),
     }
@@ -376,6 +440,8 @@ pub fn open_with_roll(dir: &Path) -> Result<(Log, Roll, LoadedFrom), Error> {
 pub struct LoadedFrom {
     /// The seq of the checkpoint it was read from; 0 when the whole log was replayed.
     pub checkpoint_seq: u64,
+    /// The seq of the delta laid over that checkpoint; the checkpoint's when there was none.
+    pub delta_seq: u64,
     /// The same in words, with the events replayed after it.
     pub how: String,
     /// How long each step of a start-up took, for its log line: sled's open and the
@@ -394,36 +460,40 @@ pub fn load_roll(log: &Log) -> Result<(Roll, LoadedFrom), Error> {
 fn load_roll_from(log: &Log, checkpoint: Checkpoint) -> Result<(Roll, LoadedFrom), Error> {
     let began = Instant::now();
     let head = log.head();
-    let (mut roll, from) = match checkpoint {
-        Checkpoint::Read(at, decoded) => {
-            // The checkpoint remembers how far the log reached: a log that now ends before
+    let (mut roll, whole, delta) = match checkpoint {
+        Checkpoint::Read { whole, delta, roll } => {
+            // A checkpoint remembers how far the log reached: a log that now ends before
             // that, or holds another event there, lost or changed acknowledged events.
-            if at.seq > head.seq {
-                return Err(Error::Corrupt(format!(
-                    "the log ends at seq {}, but it reached seq {} when the checkpoint was taken: acknowledged events are missing; restore from an export",
-                    head.seq, at.seq
-                )));
+            for at in std::iter::once(whole).chain(delta) {
+                if at.seq > head.seq {
+                    return Err(Error::Corrupt(format!(
+                        "the log ends at seq {}, but it reached seq {} when the checkpoint was taken: acknowledged events are missing; restore from an export",
+                        head.seq, at.seq
+                    )));
+                }
+                if at.seq > 0 && log.get(at.seq)?.is_none_or(|e| e.hash != at.hash) {
+                    return Err(Error::Corrupt(format!(
+                        "event {} is not the one the checkpoint was taken at: the log was altered or replaced; run `rollstore verify`, and `rollstore rebuild` if the log is right",
+                        at.seq
+                    )));
+                }
             }
-            if at.seq > 0 && log.get(at.seq)?.is_none_or(|e| e.hash != at.hash) {
-                return Err(Error::Corrupt(format!(
-                    "event {} is not the one the checkpoint was taken at: the log was altered or replaced; run `rollstore verify`, and `rollstore rebuild` if the log is right",
-                    at.seq
-                )));
-            }
-            match decoded {
-                Ok(roll) => (*roll, at.seq),
+            match roll {
+                Ok(roll) => (*roll, whole.seq, delta.map(|d| d.seq)),
                 Err(why) => {
                     tracing::warn!(%why, "the checkpoint cannot be used; replaying the whole log");
-                    (Roll::default(), 0)
+                    (Roll::default(), 0, None)
                 }
             }
         }
-        Checkpoint::Missing => (Roll::default(), 0),
+        Checkpoint::Missing => (Roll::default(), 0, None),
         Checkpoint::Damaged(why) => {
             tracing::warn!(%why, "the checkpoint cannot be used; replaying the whole log");
-            (Roll::default(), 0)
+            (Roll::default(), 0, None)
         }
     };
+    // The roll's head: the delta's, or the checkpoint's, or 0.
+    let from = delta.unwrap_or(whole);
     let history = LogHistory(log);
     // The events read anyway are checked against the chain as they are read: a start-up that
     // replays reports a broken chain instead of serving it. (Before the checkpoint, the
@@ -453,18 +523,22 @@ fn load_roll_from(log: &Log, checkpoint: Checkpoint) -> Result<(Roll, LoadedFrom
         tracing::warn!(%error, "the checkpoint does not match the log's tail; replaying the whole log");
         return load_roll_from(log, Checkpoint::Missing);
     }
-    let how = if from == 0 {
-        format!("replayed {} events", head.seq)
-    } else {
-        format!(
+    let how = match (from, delta) {
+        (0, _) => format!("replayed {} events", head.seq),
+        (_, None) => format!(
             "checkpoint at seq {from}, replayed {} events after it",
             head.seq - from
-        )
+        ),
+        (_, Some(_)) => format!(
+            "checkpoint at seq {whole} and delta at seq {from}, replayed {} events after it",
+            head.seq - from
+        ),
     };
     Ok((
         roll,
         LoadedFrom {
-            checkpoint_seq: from,
+            checkpoint_seq: whole,
+            delta_seq: delta.unwrap_or(whole),
             how,
             log_opened_in: Duration::ZERO,
             checkpoint_read_in: Duration::ZERO,
@@ -625,7 +699,7 @@ fn checkpoint_head(log: &Log, roll: &Roll) -> Result<Head, Error> {
 
 /// Writes the roll as the checkpoint at its head, encoding it straight to the file.
 pub fn write_checkpoint(log: &Log, roll: &Roll) -> Result<Head, Error> {
-    let drafted = draft_checkpoint(log, || roll)?;
+    let drafted = draft_checkpoint(log, None, || roll)?;
     drafted.draft.commit()?;
     Ok(drafted.head)
 }
@@ -644,16 +718,26 @@ pub struct Drafted {
 /// fields are streamed to the file under the lock, then each piece of people, region entries
 /// and households is encoded into memory under it and written out after it.
 /// [`checkpoint::Draft::commit`], which syncs the file, needs no roll at all.
+///
+/// With a `base` (the whole checkpoint on disk), it is a delta on that checkpoint instead
+/// ([`Extent::After`]).
 pub fn draft_checkpoint<R: std::ops::Deref<Target = Roll>>(
     log: &Log,
+    base: Option<Head>,
     read: impl Fn() -> R,
 ) -> Result<Drafted, Error> {
     let (head, mut draft, mut longest_hold) = {
         let roll = read();
         let held = std::time::Instant::now();
         let head = checkpoint_head(log, &roll)?;
-        let mut draft = checkpoint::Draft::create(log.dir(), head)?;
-        draft.encode(|out| roll.begin_checkpoint(out))?;
+        let (mut draft, extent) = match base {
+            None => (checkpoint::Draft::create(log.dir(), head)?, Extent::Whole),
+            Some(base) => (
+                checkpoint::Draft::create_delta(log.dir(), head, base)?,
+                Extent::After(base.seq),
+            ),
+        };
+        draft.encode(|out| roll.begin_checkpoint(extent, out))?;
         (head, draft, held.elapsed())
     };
     let mut piece = Vec::new();
@@ -943,11 +1027,17 @@ mod tests {
         }
     }
 
-    /// A checkpoint of the replay's roll as `draft_checkpoint` writes one, section by section,
-    /// `step` entries a piece, with `between` more commands applied after each piece.
-    fn checkpoint_sections(replay: &mut Replay, step: usize, between: usize) -> Vec<Vec<u8>> {
+    /// A checkpoint of `extent` of the replay's roll as `draft_checkpoint` writes one, section
+    /// by section, `step` entries a piece, with `between` more commands applied after each
+    /// piece.
+    fn checkpoint_sections(
+        replay: &mut Replay,
+        extent: Extent,
+        step: usize,
+        between: usize,
+    ) -> Vec<Vec<u8>> {
         let mut first = Vec::new();
-        replay.roll.begin_checkpoint(&mut first).unwrap();
+        replay.roll.begin_checkpoint(extent, &mut first).unwrap();
         let mut sections = vec![first];
         for part in 0..Roll::CHECKPOINT_PARTS {
             let mut section = Vec::new();
@@ -963,14 +1053,35 @@ mod tests {
         sections
     }
 
-    /// The roll a start-up decodes from these sections, each read from a stream through a
-    /// scratch buffer of `scratch` bytes.
+    /// The roll a start-up decodes from these sections of a whole checkpoint, each read from a
+    /// stream through a scratch buffer of `scratch` bytes.
     fn decoded(sections: &[Vec<u8>], scratch: usize) -> Result<Roll, String> {
+        decoded_with(sections, None, scratch)
+    }
+
+    /// The same, with the sections of a delta on the checkpoint at `base` laid over it (and
+    /// of the checkpoint, only those a delta does not replace).
+    fn decoded_with(
+        whole: &[Vec<u8>],
+        delta: Option<(u64, &[Vec<u8>])>,
+        scratch: usize,
+    ) -> Result<Roll, String> {
         let mut scratch = vec![0u8; scratch];
-        let sections = sections
+        let whole = whole
             .iter()
             .enumerate()
-            .map(|(n, bytes)| Roll::decode_section(n, &bytes[..], &mut scratch))
+            .filter(|(n, _)| delta.is_none() || Roll::is_under_delta(*n))
+            .map(|(n, bytes)| (n, Extent::Whole, bytes));
+        let delta = delta.into_iter().flat_map(|(base, sections)| {
+            let extent = Extent::After(base);
+            sections
+                .iter()
+                .enumerate()
+                .map(move |(n, b)| (n, extent, b))
+        });
+        let sections = whole
+            .chain(delta)
+            .map(|(n, extent, bytes)| Roll::decode_section(n, extent, &bytes[..], &mut scratch))
             .collect::<Result<_, _>>()?;
         Roll::from_sections(sections)
     }
@@ -988,7 +1099,7 @@ mod tests {
         // Read as a start-up reads it, section by section from a stream through one small
         // buffer: this fails if anything in a roll borrows from its input (each borrow would
         // keep its bytes).
-        let sections = checkpoint_sections(&mut replay, Roll::CHECKPOINT_STEP, 0);
+        let sections = checkpoint_sections(&mut replay, Extent::Whole, Roll::CHECKPOINT_STEP, 0);
         assert_eq!(
             sections.concat(),
             bytes,
@@ -1035,13 +1146,90 @@ mod tests {
             let mut replay = Replay::of_demo();
             replay.apply(12_000);
             let began = replay.roll.clone();
-            let sections = checkpoint_sections(&mut replay, step, between);
+            let sections = checkpoint_sections(&mut replay, Extent::Whole, step, between);
             let case = format!("{step} a piece, {between} commands between");
             check_payload(&case, &sections.concat(), &began, &replay.roll, between > 0);
             assert!(decoded(&sections, 1 << 20).expect(&case) == began, "{case}");
             // The checkpoint ended with its last piece: another may begin.
-            replay.roll.begin_checkpoint(&mut Vec::new()).expect(&case);
+            replay
+                .roll
+                .begin_checkpoint(Extent::Whole, &mut Vec::new())
+                .expect(&case);
         }
+    }
+
+    /// A delta written a piece at a time while writes go on, laid over the whole checkpoint it
+    /// builds on (itself written while writes went on), shows the roll as it was when the
+    /// delta began; the roll cloned then is the oracle. It holds only the households that
+    /// changed: fewer bytes of households than a whole checkpoint of that roll.
+    #[test]
+    fn a_delta_laid_over_its_checkpoint_shows_the_roll_as_the_delta_began() {
+        // (commands before the checkpoint, then before the delta, entries a piece, commands
+        // applied between pieces)
+        let cases = [
+            // Nothing changed since the checkpoint: the delta's roll is the checkpoint's.
+            (6_000, 0, Roll::CHECKPOINT_STEP, 0),
+            (6_000, 1, Roll::CHECKPOINT_STEP, 0),
+            (6_000, 2_000, 1, 1),
+            (6_000, 2_000, 97, 13),
+            // More joined since the checkpoint than before it.
+            (2_000, 6_000, 500, 400),
+            (6_000, 2_000, 100_000, 0),
+        ];
+        let households = |sections: &[Vec<u8>]| -> usize {
+            sections[1..=Roll::HOUSEHOLD_SECTIONS]
+                .iter()
+                .map(Vec::len)
+                .sum()
+        };
+        for (before, since, step, between) in cases {
+            let case = format!(
+                "{before} then {since} commands, {step} a piece, {between} commands between"
+            );
+            let mut replay = Replay::of_demo();
+            replay.apply(before);
+            let base = replay.roll.head();
+            let whole = checkpoint_sections(&mut replay, Extent::Whole, step, between);
+            replay.apply(since);
+            let began = replay.roll.clone();
+            let delta = checkpoint_sections(&mut replay, Extent::After(base), step, between);
+            let laid = decoded_with(&whole, Some((base, &delta)), 1 << 20).expect(&case);
+            assert!(laid == began, "{case}: not the roll as the delta began");
+            let whole_now = checkpoint_sections(
+                &mut Replay {
+                    commands: Vec::new().into_iter(),
+                    log: Events::default(),
+                    versions: HashMap::new(),
+                    roll: began.clone(),
+                },
+                Extent::Whole,
+                Roll::CHECKPOINT_STEP,
+                0,
+            );
+            assert!(
+                households(&delta) < households(&whole_now),
+                "{case}: the delta holds {} bytes of households, a whole checkpoint {}",
+                households(&delta),
+                households(&whole_now)
+            );
+        }
+    }
+
+    /// A delta laid over a checkpoint it does not build on (an older one, which lacks
+    /// households the delta did not change) is refused, not laid over it anyway.
+    #[test]
+    fn a_delta_on_another_checkpoint_does_not_fit() {
+        let mut replay = Replay::of_demo();
+        replay.apply(2_000);
+        let older = checkpoint_sections(&mut replay, Extent::Whole, Roll::CHECKPOINT_STEP, 0);
+        replay.apply(4_000);
+        let base = replay.roll.head();
+        replay.apply(500);
+        let delta = checkpoint_sections(&mut replay, Extent::After(base), Roll::CHECKPOINT_STEP, 0);
+        let why = decoded_with(&older, Some((base, &delta)), 1 << 20)
+            .map(|roll| roll.head())
+            .expect_err("a misfit is refused");
+        assert!(why.contains("the delta does not fit its base"), "{why}");
     }
 
     /// A checkpoint whose digest holds but whose households are ahead of its seq (what a
@@ -1060,9 +1248,9 @@ mod tests {
         log.append(&bodies).unwrap();
         // The indexes at seq 2,000, the rest as of 3,000.
         let mut first = Vec::new();
-        at.begin_checkpoint(&mut first).unwrap();
+        at.begin_checkpoint(Extent::Whole, &mut first).unwrap();
         at.end_checkpoint();
-        let mut sections = checkpoint_sections(&mut replay, usize::MAX, 0);
+        let mut sections = checkpoint_sections(&mut replay, Extent::Whole, usize::MAX, 0);
         sections[0] = first;
         let head = checkpoint_head(&log, &at).unwrap();
         let sections: Vec<&[u8]> = sections.iter().map(Vec::as_slice).collect();
@@ -1201,14 +1389,20 @@ mod tests {
     fn a_second_checkpoint_waits_for_the_first_to_end() {
         let mut replay = Replay::of_demo();
         replay.apply(2_000);
-        replay.roll.begin_checkpoint(&mut Vec::new()).unwrap();
-        let refused = replay.roll.begin_checkpoint(&mut Vec::new());
+        replay
+            .roll
+            .begin_checkpoint(Extent::Whole, &mut Vec::new())
+            .unwrap();
+        let refused = replay.roll.begin_checkpoint(Extent::Whole, &mut Vec::new());
         assert!(matches!(refused, Err(Error::Unavailable(_))), "{refused:?}");
         replay.roll.end_checkpoint();
         assert!(matches!(
             replay.roll.continue_checkpoint(0, 10, &mut Vec::new()),
             Err(Error::Unavailable(_))
         ));
-        replay.roll.begin_checkpoint(&mut Vec::new()).unwrap();
+        replay
+            .roll
+            .begin_checkpoint(Extent::Whole, &mut Vec::new())
+            .unwrap();
     }
 }

@@ -21,8 +21,10 @@ pub(crate) trait Piecewise {
         1
     }
 
-    /// Starts a checkpoint of it as it is now. Refused while another is under way.
-    fn begin_capture(&self) -> Result<(), Error>;
+    /// Starts a checkpoint of it as it is now, of `extent`: a structure whose entries do not
+    /// know the event that last changed them writes every entry either way. Refused while
+    /// another is under way.
+    fn begin_capture(&self, extent: Extent) -> Result<(), Error>;
 
     /// Encodes about `step` more entries of section `section` of the checkpoint under way
     /// onto `out` (its serialized form, piece after piece), each as it was when the checkpoint
@@ -32,6 +34,38 @@ pub(crate) trait Piecewise {
 
     /// Ends the checkpoint under way, if any (written, or abandoned after an error).
     fn end_capture(&self);
+}
+
+/// How much of the roll a checkpoint writes.
+///
+/// ```text
+///   log     1 ……………………… base ……………………… delta ……………………… head
+///           └ whole checkpoint ┘              tail: replayed at a start-up
+///                               └ delta: what changed ┘
+/// ```
+///
+/// A delta is the cheap one to write often: of the households and the request index, which
+/// know the seq of the event that last changed each entry, it holds only the entries that
+/// changed after the whole checkpoint it builds on, which a start-up decodes too and lays
+/// over it. The other structures (the person index, the region trees, the first fields) do
+/// not know when an entry changed, are a small part of a roll, and are written whole in
+/// either.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Extent {
+    /// Every entry: a checkpoint of the whole roll.
+    Whole,
+    /// A delta on the whole checkpoint at this seq.
+    After(u64),
+}
+
+impl Extent {
+    /// Whether an entry last changed by the event at `seq` is written.
+    pub fn holds(self, seq: u64) -> bool {
+        match self {
+            Extent::Whole => true,
+            Extent::After(base) => seq > base,
+        }
+    }
 }
 
 /// Where a structure keeps the checkpoint reading it, if one is.
@@ -163,7 +197,7 @@ pub(crate) fn check_read_in_pieces<T, R>(
         let mut structure = filled(&mut rng);
         let began = structure.clone();
         structure
-            .begin_capture()
+            .begin_capture(Extent::Whole)
             .expect("no other checkpoint is under way");
         let mut payload = Vec::new();
         let mut pieces = 0;

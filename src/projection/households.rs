@@ -41,7 +41,7 @@ use std::ops::Range;
 use hashbrown::HashTable;
 use serde::{Deserialize, Serialize};
 
-use super::capture::{under_way, Piecewise, Progress, Slot};
+use super::capture::{under_way, Extent, Piecewise, Progress, Slot};
 use super::checkpoint_failed;
 use super::HouseholdEntry;
 use crate::domain::HouseholdId;
@@ -67,8 +67,10 @@ pub(crate) struct Households {
 /// ```
 #[derive(Debug)]
 struct Capture {
+    /// What it writes: of a delta, the entries changed after its base.
+    extent: Extent,
     /// `len`: the households on the roll when the checkpoint began; `written`: the entries
-    /// before this number are written.
+    /// before this number are written (or passed over).
     progress: Progress,
     /// The sections whose count is written: the ones before this.
     sections_begun: usize,
@@ -136,8 +138,9 @@ impl Piecewise for Households {
 
     /// Starts a checkpoint of the households as they are now; [`Households::write_captured`]
     /// writes them. Refused while another checkpoint is under way: there is one capture.
-    fn begin_capture(&self) -> Result<(), Error> {
+    fn begin_capture(&self, extent: Extent) -> Result<(), Error> {
         self.capture.begin(Capture {
+            extent,
             progress: Progress::of(self.entries.len()),
             sections_begun: 0,
             before: foldhash::HashMap::default(),
@@ -145,12 +148,16 @@ impl Piecewise for Households {
     }
 
     /// Encodes up to `step` more entries of section `section` of the checkpoint under way onto
-    /// `out` (the section's count first), each as it was when the checkpoint began, and says
-    /// whether the section is written now; the capture ends with the last section. Into
-    /// memory, for the caller to write out once it has released the roll: streamed to the
-    /// file under the lock (hashing, the file's writes, and a call through `dyn Write` for each
-    /// of an entry's many small fields), 16,384 households took ~45 ms under load; encoded
-    /// into memory, ~13 ms.
+    /// `out`, each as it was when the checkpoint began, and says whether the section is
+    /// written now; the capture ends with the last section. Into memory, for the caller to
+    /// write out once it has released the roll: streamed to the file under the lock (hashing,
+    /// the file's writes, and a call through `dyn Write` for each of an entry's many small
+    /// fields), 16,384 households took ~45 ms under load; encoded into memory, ~13 ms.
+    ///
+    /// Of a whole checkpoint, a section is its count and then its entries (its serialized
+    /// form). Of a delta, it is pieces, each the count of its entries and then each as
+    /// (number, entry), up to the section's end: how many of a section's households changed
+    /// is known only once each is looked at, a piece at a time ([`HouseholdChanges`]).
     fn write_captured(
         &self,
         section: usize,
@@ -169,23 +176,44 @@ impl Piecewise for Households {
                 "checkpoint: section {section} of the households was asked for out of order"
             )));
         }
+        let whole = capture.extent == Extent::Whole;
         if capture.sections_begun == section {
-            postcard::to_io(&range.len(), &mut *out).map_err(checkpoint_failed)?;
+            if whole {
+                postcard::to_io(&range.len(), &mut *out).map_err(checkpoint_failed)?;
+            }
             capture.sections_begun += 1;
         }
         let end = range.end.min(written.saturating_add(step.max(1)));
+        // Each entry as the checkpoint began: the copy a write saved, or the entry itself.
+        let (before, entries) = (&capture.before, &self.entries);
+        let as_began = |number: usize| -> Option<&HouseholdEntry> {
+            let saved = u32::try_from(number).ok().and_then(|n| before.get(&n));
+            saved.or_else(|| entries.get(number))
+        };
+        let extent = capture.extent;
+        let held = |entry: &HouseholdEntry| entry.seqs.last().is_some_and(|s| extent.holds(s));
+        if !whole {
+            let count = (written..end)
+                .filter(|&n| as_began(n).is_some_and(held))
+                .count();
+            postcard::to_io(&count, &mut *out).map_err(checkpoint_failed)?;
+        }
         for number in written..end {
-            let saved = u32::try_from(number)
-                .ok()
-                .and_then(|n| capture.before.remove(&n));
-            let entry = match &saved {
-                Some(entry) => entry,
-                None => self
-                    .entries
-                    .get(number)
-                    .expect("households are only ever added, so every captured number is there"),
-            };
-            postcard::to_io(entry, &mut *out).map_err(checkpoint_failed)?;
+            let entry = as_began(number)
+                .expect("households are only ever added, so every captured number is there");
+            if whole {
+                postcard::to_io(entry, &mut *out).map_err(checkpoint_failed)?;
+            } else if held(entry) {
+                let number = u32::try_from(number)
+                    .expect("a household's number is a u32: `next_number` refuses any other");
+                postcard::to_io(&(number, entry), &mut *out).map_err(checkpoint_failed)?;
+            }
+        }
+        // Written: writes need not keep these any longer.
+        for number in written..end {
+            if let Ok(n) = u32::try_from(number) {
+                capture.before.remove(&n);
+            }
         }
         capture.progress.written = end;
         let done = end == range.end;
@@ -361,6 +389,48 @@ impl Households {
             entries.append(section);
         }
         Self::indexed(entries)
+    }
+}
+
+/// The households of a delta's section, read back: each that changed after the delta's base,
+/// with its number, in number order.
+pub(crate) struct HouseholdChanges(pub Vec<(u32, HouseholdEntry)>);
+
+impl Households {
+    /// Lays a delta's households (its sections in order) over these, the households of the
+    /// whole checkpoint it builds on: an entry in place of the one with its number, and the
+    /// households that joined since at the end, in order. A delta that does not fit (a number
+    /// out of order or beyond the next, another household under a number) is refused, so
+    /// that a start-up replays the log from the whole checkpoint instead.
+    pub(crate) fn overlay(&mut self, changes: Vec<HouseholdChanges>) -> Result<(), Error> {
+        let unfit = |why: String| Error::Corrupt(format!("the delta does not fit its base: {why}"));
+        let mut last = None;
+        for (number, entry) in changes.into_iter().flat_map(|c| c.0) {
+            if last.is_some_and(|last| number <= last) {
+                return Err(unfit(format!("household number {number} is out of order")));
+            }
+            last = Some(number);
+            let next = self.next_number()?;
+            if number == next {
+                if self.number(&entry.id).is_some() {
+                    return Err(unfit(format!("household {} joins twice", entry.id)));
+                }
+                self.push(entry)?;
+                continue;
+            }
+            let held = self
+                .entries
+                .get_mut(number as usize)
+                .ok_or_else(|| unfit(format!("household number {number} skips {next}")))?;
+            if held.id != entry.id {
+                return Err(unfit(format!(
+                    "household number {number} is {}, not {}",
+                    held.id, entry.id
+                )));
+            }
+            *held = entry;
+        }
+        Ok(())
     }
 }
 

@@ -43,9 +43,10 @@ use serde::{Deserialize, Serialize};
 
 #[cfg(test)]
 pub(crate) use capture::check_payload;
+pub use capture::Extent;
 use capture::Piecewise;
 pub use flows::Flows;
-use households::{Households, HouseholdsSection};
+use households::{HouseholdChanges, Households, HouseholdsSection};
 use roster_index::RosterIndex;
 pub use seqs::Seqs;
 use sharded::{RequestKey, Seq48, Sharded};
@@ -322,6 +323,8 @@ enum Section {
     Former(RosterIndex),
     /// One of the households' sections.
     Households(HouseholdsSection),
+    /// One of a delta's households' sections.
+    HouseholdChanges(HouseholdChanges),
 }
 
 /// The first fields of a [`Roll`] as read back.
@@ -372,13 +375,14 @@ where
 }
 
 impl Roll {
-    /// Decodes section `n` of a checkpoint (of [`Roll::CHECKPOINT_SECTIONS`]) from `bytes`,
-    /// which must hold it and nothing after it; `scratch` holds any one item read (a packed
-    /// state, a shard), reused from item to item. Sections decode independently of each
-    /// other, so a start-up reads them side by side.
+    /// Decodes section `n` of a checkpoint of `extent` (of [`Roll::CHECKPOINT_SECTIONS`]) from
+    /// `bytes`, which must hold it and nothing after it; `scratch` holds any one item read (a
+    /// packed state, a shard), reused from item to item. Sections decode independently of
+    /// each other, so a start-up reads them side by side.
     pub fn decode_section(
         n: usize,
-        bytes: impl std::io::Read,
+        extent: Extent,
+        bytes: impl std::io::BufRead,
         scratch: &mut [u8],
     ) -> Result<RollSection, String> {
         fn read<T: serde::de::DeserializeOwned>(
@@ -393,44 +397,79 @@ impl Roll {
                 Err(e) => Err(e.to_string()),
             }
         }
+        /// A section written as pieces, each a sequence, to its end (a delta's households).
+        fn read_pieces<T: serde::de::DeserializeOwned>(
+            mut bytes: impl std::io::BufRead,
+            scratch: &mut [u8],
+        ) -> Result<Vec<T>, String> {
+            let mut items = Vec::new();
+            while !bytes.fill_buf().map_err(|e| e.to_string())?.is_empty() {
+                let (piece, (rest, _)): (Vec<T>, _) =
+                    postcard::from_io((bytes, &mut *scratch)).map_err(|e| e.to_string())?;
+                items.extend(piece);
+                bytes = rest;
+            }
+            Ok(items)
+        }
         const HOUSEHOLDS_END: usize = 1 + households::SECTIONS;
-        let section = match n {
-            0 => Section::Indexes(read(bytes, scratch)?),
-            1..HOUSEHOLDS_END => Section::Households(read(bytes, scratch)?),
-            HOUSEHOLDS_END => Section::Requests(read(bytes, scratch)?),
-            n if n == HOUSEHOLDS_END + 1 => Section::Persons(read(bytes, scratch)?),
-            n if n == HOUSEHOLDS_END + 2 => Section::ByRegion(read(bytes, scratch)?),
-            n if n == HOUSEHOLDS_END + 3 => Section::Former(read(bytes, scratch)?),
+        let section = match (n, extent) {
+            (0, _) => Section::Indexes(read(bytes, scratch)?),
+            (1..HOUSEHOLDS_END, Extent::Whole) => Section::Households(read(bytes, scratch)?),
+            (1..HOUSEHOLDS_END, Extent::After(_)) => {
+                Section::HouseholdChanges(HouseholdChanges(read_pieces(bytes, scratch)?))
+            }
+            (HOUSEHOLDS_END, _) => Section::Requests(read(bytes, scratch)?),
+            (n, _) if n == HOUSEHOLDS_END + 1 => Section::Persons(read(bytes, scratch)?),
+            (n, _) if n == HOUSEHOLDS_END + 2 => Section::ByRegion(read(bytes, scratch)?),
+            (n, _) if n == HOUSEHOLDS_END + 3 => Section::Former(read(bytes, scratch)?),
             _ => return Err(format!("a roll has {} sections", Self::CHECKPOINT_SECTIONS)),
         };
         Ok(RollSection(section))
     }
 
-    /// The roll whose checkpoint's sections, in order, are `sections`.
+    /// Whether a start-up decodes section `n` of a whole checkpoint that a delta builds on:
+    /// only the households' and the request index's, which the delta's changes are laid
+    /// over; the delta holds the rest whole.
+    pub fn is_under_delta(n: usize) -> bool {
+        (1..=1 + households::SECTIONS).contains(&n)
+    }
+
+    /// The roll whose checkpoint's sections, in order, are `sections`: a whole checkpoint's,
+    /// or those of one that [`Roll::is_under_delta`] and then all of a delta's on it, whose
+    /// changes are laid over them.
     pub fn from_sections(sections: Vec<RollSection>) -> Result<Roll, String> {
         let not_a_roll = || "its sections are not a roll's, in a roll's order".to_string();
-        if sections.len() != Self::CHECKPOINT_SECTIONS {
+        let mut indexes = Vec::new();
+        let mut households = Vec::new();
+        let mut changes = Vec::new();
+        let mut requests = Vec::new();
+        let mut persons = Vec::new();
+        let mut by_region = Vec::new();
+        let mut former = Vec::new();
+        for RollSection(section) in sections {
+            match section {
+                Section::Indexes(s) => indexes.push(s),
+                Section::Households(s) => households.push(s),
+                Section::HouseholdChanges(s) => changes.push(s),
+                Section::Requests(s) => requests.push(s),
+                Section::Persons(s) => persons.push(s),
+                Section::ByRegion(s) => by_region.push(s),
+                Section::Former(s) => former.push(s),
+            }
+        }
+        // A delta brings the second request index, of its changes.
+        let requests_expected = if changes.is_empty() { 1 } else { 2 };
+        if households.len() != households::SECTIONS
+            || !(changes.is_empty() || changes.len() == households::SECTIONS)
+            || requests.len() != requests_expected
+        {
             return Err(not_a_roll());
         }
-        let mut sections = sections.into_iter().map(|s| s.0);
-        let Some(Section::Indexes(indexes)) = sections.next() else {
-            return Err(not_a_roll());
-        };
-        let households = sections
-            .by_ref()
-            .take(households::SECTIONS)
-            .map(|section| match section {
-                Section::Households(households) => Ok(households),
-                _ => Err(not_a_roll()),
-            })
-            .collect::<Result<_, _>>()?;
-        let mut next = || sections.next();
-        let (
-            Some(Section::Requests(requests)),
-            Some(Section::Persons(persons)),
-            Some(Section::ByRegion(by_region)),
-            Some(Section::Former(former)),
-        ) = (next(), next(), next(), next())
+        fn one<T>(mut found: Vec<T>) -> Option<T> {
+            found.pop().filter(|_| found.is_empty())
+        }
+        let (Some(indexes), Some(persons), Some(by_region), Some(former)) =
+            (one(indexes), one(persons), one(by_region), one(former))
         else {
             return Err(not_a_roll());
         };
@@ -439,13 +478,19 @@ impl Roll {
             tallies,
             recorded,
         } = indexes;
-        let households = Households::from_sections(households).map_err(|e| e.to_string())?;
+        let mut households = Households::from_sections(households).map_err(|e| e.to_string())?;
+        households.overlay(changes).map_err(|e| e.to_string())?;
+        let mut requests = requests.into_iter();
+        let mut request_index = requests.next().ok_or_else(not_a_roll)?;
+        for changed in requests {
+            request_index.overlay(&changed);
+        }
         Ok(Roll {
             head,
             tallies,
             recorded,
             households,
-            requests,
+            requests: request_index,
             persons,
             by_region,
             former,
@@ -465,7 +510,8 @@ impl Roll {
         }
     }
 
-    /// Starts a checkpoint of the roll as it is now: writes its first fields (the tallies,
+    /// Starts a checkpoint of the roll as it is now, whole or a delta on the whole one at a
+    /// seq ([`Extent`]): writes its first fields (the tallies,
     /// the recorded times) to `out`, and from here on keeps, for the checkpoint, the old
     /// version of any request, person, region entry or household a write changes before
     /// [`Roll::continue_checkpoint`] has encoded it.
@@ -486,17 +532,21 @@ impl Roll {
     /// The caller holds the roll's lock against writes during each call, not between them, so
     /// that writes wait for one piece, not for the whole roll (~2 s at 10M events). Every call
     /// after this one must continue or end it.
-    pub fn begin_checkpoint(&self, out: &mut dyn std::io::Write) -> Result<(), Error> {
+    pub fn begin_checkpoint(
+        &self,
+        extent: Extent,
+        out: &mut dyn std::io::Write,
+    ) -> Result<(), Error> {
         // The encoder writes each small field on its own; through a concrete buffer, each is
         // a copy into it, not a call through `dyn Write`.
         use std::io::Write as _;
         let [first, rest @ ..] = self.structures();
         // Refused here, before anything is begun, if another checkpoint is under way.
-        first.begin_capture()?;
+        first.begin_capture(extent)?;
         let mut buffered = std::io::BufWriter::with_capacity(64 * 1024, out);
         let written = rest
             .iter()
-            .try_for_each(|part| part.begin_capture())
+            .try_for_each(|part| part.begin_capture(extent))
             .and_then(|()| {
                 postcard::to_io(&self.indexes(), &mut buffered).map_err(checkpoint_failed)
             })
@@ -514,6 +564,9 @@ impl Roll {
     /// The parts [`Roll::continue_checkpoint`] writes, each a section after the first fields':
     /// one for each index and region tree, and the households' sections.
     pub const CHECKPOINT_PARTS: usize = 4 + households::SECTIONS;
+
+    /// The households' sections, the first parts (sections 1 to this).
+    pub const HOUSEHOLD_SECTIONS: usize = households::SECTIONS;
 
     /// The sections of a checkpoint of a roll: the first fields', then one for each part.
     pub const CHECKPOINT_SECTIONS: usize = 1 + Self::CHECKPOINT_PARTS;

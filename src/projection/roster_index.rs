@@ -18,7 +18,7 @@ use std::ops::Bound;
 
 use serde::{Deserialize, Serialize};
 
-use super::capture::{only_section, under_way, Piecewise, Progress, Slot};
+use super::capture::{only_section, under_way, Extent, Piecewise, Progress, Slot};
 use super::{bulk_built, checkpoint_failed, RosterKey};
 use crate::error::Error;
 
@@ -98,8 +98,9 @@ impl RosterIndex {
 }
 
 impl Piecewise for RosterIndex {
-    /// Starts a checkpoint of the tree as it is now. Refused while another is under way.
-    fn begin_capture(&self) -> Result<(), Error> {
+    /// Starts a checkpoint of the tree as it is now, whole whatever the extent: an entry does
+    /// not know the event that put it there. Refused while another is under way.
+    fn begin_capture(&self, _: Extent) -> Result<(), Error> {
         self.capture.begin(Capture {
             progress: Progress::of(self.tree.len()),
             last: None,

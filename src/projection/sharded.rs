@@ -27,7 +27,7 @@ use serde::de::{Error as _, SeqAccess, Visitor};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use super::capture::{only_section, under_way, Piecewise, Progress, Slot};
+use super::capture::{only_section, under_way, Extent, Piecewise, Progress, Slot};
 use super::checkpoint_failed;
 use super::shard::{entry_bytes, order, FixedWidth, Shard, Spread};
 use crate::error::Error;
@@ -117,6 +117,27 @@ impl TryFrom<u64> for Seq48 {
     }
 }
 
+/// What a delta needs of an index's values: the seq of the event that wrote the entry, if the
+/// value is one (see [`Extent`]).
+pub(crate) trait Stamp {
+    fn seq(&self) -> Option<u64>;
+}
+
+/// A request entry's value is the seq of the event it produced.
+impl Stamp for Seq48 {
+    fn seq(&self) -> Option<u64> {
+        Some(u64::from(*self))
+    }
+}
+
+/// A person's entry holds their household's number, which says nothing of when it was
+/// written: a delta writes the person index whole.
+impl Stamp for u32 {
+    fn seq(&self) -> Option<u64> {
+        None
+    }
+}
+
 impl Spread for RequestKey {
     fn spread(&self) -> u64 {
         // A digest's bytes are evenly spread already.
@@ -143,7 +164,9 @@ pub(crate) struct Sharded<K: ShardKey, V: Copy> {
 
 #[derive(Debug)]
 struct Capture<K, V> {
-    /// Entries when the checkpoint began, and how many are written.
+    /// What it writes: of a delta, the entries whose value is a seq after its base.
+    extent: Extent,
+    /// Entries when the checkpoint began, and how many are written (or passed over).
     progress: Progress,
     /// The shards before this one are written.
     next: usize,
@@ -226,12 +249,21 @@ impl<K: ShardKey, V: Copy + Eq> Sharded<K, V> {
             self.shards[key.shard()].remove(&key);
         }
     }
+
+    /// Sets every entry of `changes` (a delta's entries of this index, read back) in this
+    /// index, shard by shard: what inserting each would leave, in one pass a shard.
+    pub fn overlay(&mut self, changes: &Self) {
+        for (shard, changed) in self.shards.iter_mut().zip(changes.shards.iter()) {
+            shard.insert_sorted(&changed.sorted());
+        }
+    }
 }
 
-impl<K: ShardKey, V: FixedWidth + Eq> Piecewise for Sharded<K, V> {
+impl<K: ShardKey, V: FixedWidth + Eq + Stamp> Piecewise for Sharded<K, V> {
     /// Starts a checkpoint of the index as it is now. Refused while another is under way.
-    fn begin_capture(&self) -> Result<(), Error> {
+    fn begin_capture(&self, extent: Extent) -> Result<(), Error> {
         self.capture.begin(Capture {
+            extent,
             progress: Progress::of(self.len()),
             next: 0,
             before: empty(),
@@ -243,7 +275,8 @@ impl<K: ShardKey, V: FixedWidth + Eq> Piecewise for Sharded<K, V> {
     /// (and then on).
     ///
     /// The bytes are this index's serialized form: the number of shards, then each shard as
-    /// the byte string of its entries. The shards' counts add up to the count at the start, or the checkpoint fails.
+    /// the byte string of its entries (of a delta, only those it holds: an index of fewer
+    /// entries). The shards' counts add up to the count at the start, or the checkpoint fails.
     fn write_captured(
         &self,
         section: usize,
@@ -264,10 +297,16 @@ impl<K: ShardKey, V: FixedWidth + Eq> Piecewise for Sharded<K, V> {
             // Every key there now and not changed since, as it is; every key changed since, as
             // it was (None: not in the index then). In run order, as the shard itself is
             // written: read back without sorting.
-            let entries = self.shards[at].sorted_with(&notes);
+            let mut entries = self.shards[at].sorted_with(&notes);
+            // Counted before a delta leaves out what did not change: the count of all of them
+            // is what must add up.
+            written += entries.len();
+            if let Extent::After(_) = capture.extent {
+                let extent = capture.extent;
+                entries.retain(|(_, value)| value.seq().is_none_or(|seq| extent.holds(seq)));
+            }
             postcard::to_io(serde_bytes::Bytes::new(&entry_bytes(&entries)), &mut *out)
                 .map_err(checkpoint_failed)?;
-            written += entries.len();
             capture.next += 1;
         }
         capture.progress.written += written;
@@ -343,7 +382,7 @@ mod tests {
         value: impl Fn(&mut ChaCha8Rng) -> V,
     ) where
         K: ShardKey + std::fmt::Debug,
-        V: FixedWidth + Eq + std::fmt::Debug,
+        V: FixedWidth + Eq + Stamp + std::fmt::Debug,
     {
         check_read_in_pieces(
             cases,
@@ -490,7 +529,7 @@ mod tests {
     fn unchanged_writes_note_nothing() {
         let mut index = PersonIndex::default();
         index.insert(person(1), 7);
-        index.begin_capture().unwrap();
+        index.begin_capture(Extent::Whole).unwrap();
         index.insert(person(1), 7);
         index.remove(person(2));
         let guard = index.capture.lock();

@@ -12,6 +12,10 @@
 //! its own digest. The header's digest covers the table, so every byte of the payload is covered
 //! by one (the header's seq and hash are checked against the log instead).
 //!
+//! A delta (`roll.delta`) is the same, with the whole checkpoint it builds on after the
+//! header's fixed fields: `"RSDELT01" ‖ seq ‖ hash(seq) ‖ len ‖ SHA-256(table) ‖ base seq ‖
+//! hash(base seq) ‖ payload`. It is used only on top of the whole checkpoint at its base.
+//!
 //! A checkpoint is written to a temporary file, fsynced, renamed over the old one and the
 //! directory fsynced, so that a crash leaves either the old checkpoint or the new one. It is
 //! only ever a shortcut: the log is the truth, and a checkpoint that is missing, damaged, or
@@ -39,13 +43,46 @@ use crate::error::Error;
 /// reader would only fail to decode an older payload and replay the log, but the header says
 /// so before anything is read.
 const MAGIC: &[u8; 8] = b"RSCKPT16";
-const FILE: &str = "roll.checkpoint";
+/// A delta's version moves with the whole checkpoint's (a delta's payload is a roll's, with
+/// some of its structures' entries left out).
+const DELTA_MAGIC: &[u8; 8] = b"RSDELT01";
 const HEADER: usize = 8 + 8 + 32 + 8 + 32;
 /// A section's line in the table: its length and its digest.
 const LINE: usize = 8 + 32;
 
+/// Which of the two checkpoint files.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Form {
+    Whole,
+    Delta,
+}
+
+impl Form {
+    fn path(self, dir: &Path) -> PathBuf {
+        dir.join(match self {
+            Form::Whole => "roll.checkpoint",
+            Form::Delta => "roll.delta",
+        })
+    }
+
+    fn magic(self) -> &'static [u8; 8] {
+        match self {
+            Form::Whole => MAGIC,
+            Form::Delta => DELTA_MAGIC,
+        }
+    }
+
+    /// A delta's header ends with its base.
+    fn header(self) -> usize {
+        match self {
+            Form::Whole => HEADER,
+            Form::Delta => HEADER + 8 + 32,
+        }
+    }
+}
+
 fn path(dir: &Path) -> PathBuf {
-    dir.join(FILE)
+    Form::Whole.path(dir)
 }
 
 /// Writes `sections` as the checkpoint at `head`, atomically and durably: [`Draft::create`],
@@ -69,6 +106,7 @@ fn io(what: &str, e: std::io::Error) -> Error {
 /// writes the table and fills in the header's length and digest, syncs, and renames. The
 /// payload never exists twice in memory.
 pub struct Draft {
+    form: Form,
     dir: PathBuf,
     temporary: PathBuf,
     /// Buffered before the digest, so that the hash and the file see megabytes at a time
@@ -79,18 +117,35 @@ pub struct Draft {
 }
 
 impl Draft {
+    /// Begins the whole checkpoint at `head`.
     pub fn create(dir: &Path, head: Head) -> Result<Self, Error> {
-        let temporary = dir.join(format!("{FILE}.tmp"));
+        Self::create_as(Form::Whole, dir, head, None)
+    }
+
+    /// Begins the delta at `head` on the whole checkpoint at `base`.
+    pub fn create_delta(dir: &Path, head: Head, base: Head) -> Result<Self, Error> {
+        Self::create_as(Form::Delta, dir, head, Some(base))
+    }
+
+    fn create_as(form: Form, dir: &Path, head: Head, base: Option<Head>) -> Result<Self, Error> {
+        let mut temporary = form.path(dir).into_os_string();
+        temporary.push(".tmp");
+        let temporary = PathBuf::from(temporary);
         let mut file = File::create(&temporary).map_err(|e| io("create", e))?;
-        let mut header = Vec::with_capacity(HEADER);
-        header.extend_from_slice(MAGIC);
+        let mut header = Vec::with_capacity(form.header());
+        header.extend_from_slice(form.magic());
         header.extend_from_slice(&head.seq.to_be_bytes());
         header.extend_from_slice(&head.hash);
         // Length and digest are not known yet: zeros until `commit` (the file is a .tmp that
         // no reader opens until then).
         header.resize(HEADER, 0);
+        if let Some(base) = base {
+            header.extend_from_slice(&base.seq.to_be_bytes());
+            header.extend_from_slice(&base.hash);
+        }
         file.write_all(&header).map_err(|e| io("write", e))?;
         Ok(Self {
+            form,
             dir: dir.to_owned(),
             temporary,
             out: BufWriter::with_capacity(
@@ -142,7 +197,7 @@ impl Draft {
             .map_err(|e| io("write", e.into_error()))?
             .inner;
         file.write_all(&table).map_err(|e| io("write", e))?;
-        let len = file.stream_position().map_err(|e| io("seek", e))? - HEADER as u64;
+        let len = file.stream_position().map_err(|e| io("seek", e))? - self.form.header() as u64;
         let digest: Hash = Sha256::digest(&table).into();
         file.seek(SeekFrom::Start(48)).map_err(|e| io("seek", e))?;
         file.write_all(&len.to_be_bytes())
@@ -150,7 +205,7 @@ impl Draft {
             .map_err(|e| io("write", e))?;
         file.sync_all().map_err(|e| io("fsync", e))?;
         drop(file);
-        fs::rename(&self.temporary, path(&self.dir)).map_err(|e| io("rename", e))?;
+        fs::rename(&self.temporary, self.form.path(&self.dir)).map_err(|e| io("rename", e))?;
         File::open(&self.dir)
             .and_then(|d| d.sync_all())
             .map_err(|e| io("fsync the directory", e))
@@ -262,24 +317,53 @@ impl Read for Payload {
     }
 }
 
+/// A delta's households section runs to its end: its reader looks ahead for it.
+impl std::io::BufRead for Payload {
+    fn fill_buf(&mut self) -> std::io::Result<&[u8]> {
+        self.0.fill_buf()
+    }
+
+    fn consume(&mut self, amount: usize) {
+        self.0.consume(amount)
+    }
+}
+
 /// Reads the checkpoint's header and its table of sections, checked against the header's
 /// digest; each section is checked against its own digest when it is opened.
 pub fn read(dir: &Path) -> Result<(Head, Vec<Section>), Unusable> {
-    let mut file = match File::open(path(dir)) {
+    read_as(Form::Whole, dir).map(|(head, _, sections)| (head, sections))
+}
+
+/// Reads the delta's header and its table of sections, as [`read`] does the checkpoint's: its
+/// seq and hash, and then its base's.
+pub fn read_delta(dir: &Path) -> Result<(Head, Head, Vec<Section>), Unusable> {
+    let (head, base, sections) = read_as(Form::Delta, dir)?;
+    Ok((
+        head,
+        base.expect("a delta's header holds its base"),
+        sections,
+    ))
+}
+
+fn read_as(form: Form, dir: &Path) -> Result<(Head, Option<Head>, Vec<Section>), Unusable> {
+    let path = form.path(dir);
+    let mut file = match File::open(&path) {
         Ok(file) => file,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(Unusable::Missing),
         Err(e) => return Err(cannot(e)),
     };
     let damaged = |why: &str| Unusable::Damaged(why.to_owned());
-    let mut header = [0u8; HEADER];
-    if file.read_exact(&mut header).is_err() || header[..6] != MAGIC[..6] {
+    let magic = form.magic();
+    let header_len = form.header();
+    let mut header = vec![0u8; header_len];
+    if file.read_exact(&mut header).is_err() || header[..6] != magic[..6] {
         return Err(damaged("it does not start with a checkpoint header"));
     }
-    if &header[..8] != MAGIC {
+    if &header[..8] != magic {
         return Err(Unusable::Damaged(format!(
             "it was written by another version of rollstore ({}; this one reads {})",
             String::from_utf8_lossy(&header[..8]),
-            String::from_utf8_lossy(MAGIC)
+            String::from_utf8_lossy(magic)
         )));
     }
     let u64_at = |bytes: &[u8], at: usize| {
@@ -287,12 +371,19 @@ pub fn read(dir: &Path) -> Result<(Head, Vec<Section>), Unusable> {
         b.copy_from_slice(&bytes[at..at + 8]);
         u64::from_be_bytes(b)
     };
-    let seq = u64_at(&header, 8);
-    let mut hash = GENESIS;
-    hash.copy_from_slice(&header[16..48]);
+    let head_at = |at: usize| {
+        let mut hash = GENESIS;
+        hash.copy_from_slice(&header[at + 8..at + 40]);
+        Head {
+            seq: u64_at(&header, at),
+            hash,
+        }
+    };
+    let head = head_at(8);
+    let base = (form == Form::Delta).then(|| head_at(HEADER));
     let len = u64_at(&header, 48);
     let size = file.metadata().map_err(cannot)?.len();
-    if size.checked_sub(HEADER as u64) != Some(len) || len < 4 {
+    if size.checked_sub(header_len as u64) != Some(len) || len < 4 {
         return Err(damaged("its length is not the one its header gives"));
     }
     let mut count = [0u8; 4];
@@ -305,38 +396,48 @@ pub fn read(dir: &Path) -> Result<(Head, Vec<Section>), Unusable> {
         return Err(damaged("its table of sections is longer than it"));
     }
     let mut table = vec![0u8; table_len as usize];
-    file.seek(SeekFrom::Start(HEADER as u64 + len - table_len))
+    file.seek(SeekFrom::Start(header_len as u64 + len - table_len))
         .and_then(|_| file.read_exact(&mut table))
         .map_err(cannot)?;
     if Sha256::digest(&table)[..] != header[56..88] {
         return Err(damaged("its table of sections does not match its digest"));
     }
-    let mut start = HEADER as u64;
+    let mut start = header_len as u64;
     let mut read = Vec::new();
     for line in table[..table.len() - 4].chunks_exact(LINE) {
         let len = u64_at(line, 0);
         let mut digest = GENESIS;
         digest.copy_from_slice(&line[8..]);
         read.push(Section {
-            file: File::open(path(dir)).map_err(cannot)?,
+            file: File::open(&path).map_err(cannot)?,
             start,
             len,
             digest,
         });
         start = start.saturating_add(len);
     }
-    if start != HEADER as u64 + len - table_len {
+    if start != header_len as u64 + len - table_len {
         return Err(damaged("its sections do not add up to its length"));
     }
-    Ok((Head { seq, hash }, read))
+    Ok((head, base, read))
 }
 
-/// Removes the checkpoint, if there is one.
+/// Removes the checkpoint and the delta on it, if there are any.
 pub fn remove(dir: &Path) -> Result<(), Error> {
-    match fs::remove_file(path(dir)) {
+    remove_delta(dir)?;
+    remove_file(&path(dir))
+}
+
+/// Removes the delta, if there is one: once a whole checkpoint is newer, it builds on nothing.
+pub fn remove_delta(dir: &Path) -> Result<(), Error> {
+    remove_file(&Form::Delta.path(dir))
+}
+
+fn remove_file(path: &Path) -> Result<(), Error> {
+    match fs::remove_file(path) {
         Ok(()) => Ok(()),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-        Err(e) => Err(Error::Io(format!("cannot remove the checkpoint: {e}"))),
+        Err(e) => Err(Error::Io(format!("cannot remove {}: {e}", path.display()))),
     }
 }
 
@@ -428,6 +529,74 @@ mod tests {
             "{why}"
         );
         remove(dir.path()).unwrap();
+        assert!(matches!(read(dir.path()), Err(Unusable::Missing)));
+    }
+
+    /// A delta is a file of its own, read with its base; its payload is covered as a whole
+    /// checkpoint's is, and its base, like its seq and hash, is checked against the whole
+    /// checkpoint's header, not here. Removing the checkpoint removes the delta too.
+    #[test]
+    fn a_delta_reads_back_with_its_base_beside_the_checkpoint() {
+        let dir = tempfile::tempdir().unwrap();
+        let (base, head) = (
+            Head {
+                seq: 40,
+                hash: [4; 32],
+            },
+            Head {
+                seq: 45,
+                hash: [5; 32],
+            },
+        );
+        assert!(matches!(read_delta(dir.path()), Err(Unusable::Missing)));
+        write(dir.path(), base, &[b"whole"]).unwrap();
+        let mut draft = Draft::create_delta(dir.path(), head, base).unwrap();
+        draft
+            .encode(|out| out.write_all(b"changes").map_err(|e| io("write", e)))
+            .unwrap();
+        draft.commit().unwrap();
+        let (read_head, read_base, sections) = read_delta(dir.path()).unwrap();
+        assert_eq!((read_head, read_base, sections.len()), (head, base, 1));
+        let mut bytes = Vec::new();
+        sections
+            .into_iter()
+            .next()
+            .unwrap()
+            .open()
+            .unwrap()
+            .read_to_end(&mut bytes)
+            .unwrap();
+        assert_eq!(bytes, b"changes");
+        assert_eq!(
+            sections_read(dir.path()).unwrap(),
+            (base, vec![b"whole".to_vec()])
+        );
+
+        let file = Form::Delta.path(dir.path());
+        let good = fs::read(&file).unwrap();
+        for at in 0..good.len() {
+            let mut bytes = good.clone();
+            bytes[at] ^= 1;
+            fs::write(&file, &bytes).unwrap();
+            match read_delta(dir.path()) {
+                // The seq and hash, and the base's: read as others, for the caller to refuse.
+                Ok((h, b, _)) if (8..48).contains(&at) || (HEADER..HEADER + 40).contains(&at) => {
+                    assert_ne!((h, b), (head, base), "byte {at}")
+                }
+                Ok((_, _, sections)) => {
+                    let opened: Result<Vec<_>, _> =
+                        sections.into_iter().map(Section::open).collect();
+                    assert!(opened.is_err(), "byte {at} went unnoticed");
+                }
+                Err(Unusable::Damaged(_)) => {}
+                Err(Unusable::Missing) => panic!("byte {at}: the delta went missing"),
+            }
+        }
+        // A whole checkpoint's file is not a delta, nor the other way round.
+        fs::copy(path(dir.path()), &file).unwrap();
+        assert!(matches!(read_delta(dir.path()), Err(Unusable::Damaged(_))));
+        remove(dir.path()).unwrap();
+        assert!(matches!(read_delta(dir.path()), Err(Unusable::Missing)));
         assert!(matches!(read(dir.path()), Err(Unusable::Missing)));
     }
 }
