@@ -9,7 +9,7 @@
 # log costs (every reader of the log, a subscriber's catch-up or VerifyChain as much as a
 # start-up's replay, reads it the same way).
 #
-#   HOUSEHOLDS=1000000 EVENTS=9990000 AFTER=200000 benches/crash-restart.sh  # ~10M, as README
+#   HOUSEHOLDS=1000000 EVENTS=9940000 AFTER=200000 benches/crash-restart.sh  # ~10M, as README
 #   EVENTS=900000 benches/crash-restart.sh                                 # a minute or two
 #   SERVE_ARGS="--checkpoint-every 300000" …                               # another interval
 #   LOAD_ARGS=--request-ids …                        # more options for the load generator
@@ -17,10 +17,11 @@
 #                            # benches/start-up.sh to start builds on in turn
 #
 # The replayed tail is EVENTS minus the seq of the last checkpoint (one every 1M events by
-# default) or delta on it (one every 250,000 between), so EVENTS just under a multiple of
-# 250,000 gives the longest replay, and 9,990,000 the largest delta too (the households changed
-# in the 750,000 events since the checkpoint at 9M). SERVE_ARGS="--delta-every 0" crashes a
-# server without deltas (a tail of up to 1M).
+# default) or delta on it (one 250,000 events after the checkpoint, the delta before, or the
+# reopen of sled that follows a checkpoint every 4M events). Where the deltas fall depends on
+# when those reopens came, so the tail is not fixed: EVENTS=9940000 gave a tail of 181,000
+# after a delta of the 724,000 events since the checkpoint. SERVE_ARGS="--delta-every 0"
+# crashes a server without deltas (a tail of up to 1M: EVENTS just under a multiple of 1M).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 HOUSEHOLDS=${HOUSEHOLDS:-100000}
