@@ -23,6 +23,11 @@
 //! instead of decoding and re-applying them; a correction, or a state that is not the roll's,
 //! takes the plain path.) It must be fed events in seq order. It touches no disk: a
 //! correction re-folds its household's stream, which the caller supplies through [`History`].
+//!
+//! A checkpoint encodes the roll in sections, a piece at a time between writes
+//! ([`Roll::begin_checkpoint`]); a delta encodes only what changed since a checkpoint, and
+//! [`Roll::from_sections`] lays it over that checkpoint's households and request index
+//! ([`Extent`]). Encoding is into the caller's buffers: the files are the caller's.
 
 mod capture;
 mod flows;
