@@ -348,10 +348,10 @@ enum Checkpoint {
 /// on it and decodes (else the checkpoint alone, and the reason is logged). Needs no log, so a
 /// start-up can do it while the log opens.
 fn read_checkpoint(dir: &Path) -> Checkpoint {
-    let whole = match checkpoint::read(dir) {
-        Ok(read) => read,
-        Err(checkpoint::Unusable::Missing) => return Checkpoint::Missing,
-        Err(checkpoint::Unusable::Damaged(why)) => return Checkpoint::Damaged(why),
+    let read_whole = || match checkpoint::read(dir) {
+        Ok(read) => Ok(read),
+        Err(checkpoint::Unusable::Missing) => Err(Checkpoint::Missing),
+        Err(checkpoint::Unusable::Damaged(why)) => Err(Checkpoint::Damaged(why)),
     };
     let at_own_seq = |roll: Roll, seq: u64| {
         if roll.head() == seq {
@@ -360,36 +360,42 @@ fn read_checkpoint(dir: &Path) -> Checkpoint {
             Err("its roll is not at its own seq".to_string())
         }
     };
-    match checkpoint::read_delta(dir) {
-        Ok((delta, base, sections)) if base == whole.0 => {
-            let (at, whole_sections) = whole;
-            match decode_roll(whole_sections, Some((base.seq, sections))) {
+    let whole = match read_whole() {
+        Ok(whole) => whole,
+        Err(unusable) => return unusable,
+    };
+    let unusable =
+        |why: &str| tracing::warn!(%why, "the delta cannot be used; the checkpoint alone is");
+    let (at, sections) = match checkpoint::read_delta(dir) {
+        Ok((delta, base, delta_sections)) if base == whole.0 => {
+            match decode_roll(whole.1, Some((base.seq, delta_sections))) {
                 Ok(roll) => {
                     return Checkpoint::Read {
-                        whole: at,
+                        whole: base,
                         delta: Some(delta),
                         roll: at_own_seq(roll, delta.seq),
                     }
                 }
                 Err(why) => {
-                    tracing::warn!(%why, "the delta cannot be used; the checkpoint alone is")
+                    unusable(&why);
+                    // Read again: a section is read once, and the try used some.
+                    match read_whole() {
+                        Ok(whole) => whole,
+                        Err(unusable) => return unusable,
+                    }
                 }
             }
         }
-        Ok(_) | Err(checkpoint::Unusable::Missing) => {}
+        Ok(_) | Err(checkpoint::Unusable::Missing) => whole,
         Err(checkpoint::Unusable::Damaged(why)) => {
-            tracing::warn!(%why, "the delta cannot be used; the checkpoint alone is")
+            unusable(&why);
+            whole
         }
-    }
-    // Read again: a section is read once, and the delta's try may have used some.
-    match checkpoint::read(dir) {
-        Ok((at, sections)) => Checkpoint::Read {
-            whole: at,
-            delta: None,
-            roll: decode_roll(sections, None).and_then(|roll| at_own_seq(roll, at.seq)),
-        },
-        Err(checkpoint::Unusable::Missing) => Checkpoint::Missing,
-        Err(checkpoint::Unusable::Damaged(why)) => Checkpoint::Damaged(why),
+    };
+    Checkpoint::Read {
+        whole: at,
+        delta: None,
+        roll: decode_roll(sections, None).and_then(|roll| at_own_seq(roll, at.seq)),
     }
 }
 

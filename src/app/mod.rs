@@ -723,8 +723,8 @@ impl Shared {
         }
         // The next delta counts from here, not from the checkpoint: one would be due at once
         // under a heavy load (the checkpoint took seconds), and for a few seconds after a
-        // reopen a load's RSS runs higher (README, *Performance*); a delta's notes on top of
-        // that moved a loading peak from 959–981 MiB to 976–1,072 MiB.
+        // reopen a load's RSS runs higher (README, *Performance*): a delta's notes on top of
+        // that took one scale run's loading peak to 1,072 MiB (1,010 MiB since).
         let head = self.committed.borrow().to_owned();
         self.deltaed.fetch_max(head, Ordering::SeqCst);
     }
@@ -857,55 +857,35 @@ mod tests {
 
     /// Given a server with a `checkpoint_every` and a `delta_every` that appends batches of
     /// demo commands, letting each background checkpoint or delta finish, and then crashes
-    /// (and whether the delta on disk is then damaged): how a start-up loads the roll, which
-    /// must be the replay of the whole log.
+    /// (and where the delta on disk is then damaged, if it is: a byte counted from its end, in
+    /// its table of sections, or from its start, in a section): how a start-up loads the
+    /// roll, which must be the replay of the whole log.
     #[tokio::test]
     async fn a_start_up_lays_the_delta_over_its_checkpoint_and_replays_only_what_came_after() {
-        // (checkpoint_every, delta_every, batches, delta damaged, how the start-up loads)
-        let cases: Vec<(u64, u64, Vec<usize>, bool, &str)> = vec![
-            (
-                100,
-                30,
-                vec![110, 40, 10],
-                false,
-                "checkpoint at seq 110 and delta at seq 150, replayed 10 events after it",
-            ),
+        let delta_at = |delta, replayed| {
+            format!("checkpoint at seq 110 and delta at seq {delta}, replayed {replayed} events after it")
+        };
+        let alone =
+            |at, replayed| format!("checkpoint at seq {at}, replayed {replayed} events after it");
+        // ((checkpoint_every, delta_every), batches, delta damaged at, how the start-up loads)
+        let cases = vec![
+            ((100, 30), vec![110, 40, 10], None, delta_at(150, 10)),
             // A second delta replaces the first, on the same checkpoint.
-            (
-                100,
-                30,
-                vec![110, 40, 35],
-                false,
-                "checkpoint at seq 110 and delta at seq 185, replayed 0 events after it",
-            ),
+            ((100, 30), vec![110, 40, 35], None, delta_at(185, 0)),
             // A whole checkpoint is due before another delta, and the delta goes.
-            (
-                100,
-                30,
-                vec![110, 40, 60],
-                false,
-                "checkpoint at seq 210, replayed 0 events after it",
-            ),
-            (
-                100,
-                0,
-                vec![110, 40],
-                false,
-                "checkpoint at seq 110, replayed 40 events after it",
-            ),
+            ((100, 30), vec![110, 40, 60], None, alone(210, 0)),
+            ((100, 0), vec![110, 40], None, alone(110, 40)),
             // No checkpoint to build on: no delta.
-            (100, 30, vec![50, 40], false, "replayed 90 events"),
-            // A damaged delta is passed over for the checkpoint alone.
-            (
-                100,
-                30,
-                vec![110, 40, 10],
-                true,
-                "checkpoint at seq 110, replayed 50 events after it",
-            ),
+            ((100, 30), vec![50, 40], None, "replayed 90 events".into()),
+            // A damaged delta is passed over for the checkpoint alone: one whose table is
+            // refused as it is read, or one whose section is refused as it is decoded.
+            ((100, 30), vec![110, 40, 10], Some(-5_i64), alone(110, 50)),
+            ((100, 30), vec![110, 40, 10], Some(130), alone(110, 50)),
         ];
-        for (checkpoint_every, delta_every, batches, damaged, expected) in cases {
-            let case = format!("every {checkpoint_every}, deltas every {delta_every}, {batches:?}");
+        for ((checkpoint_every, delta_every), batches, damaged, expected) in cases {
+            let case = format!(
+                "every {checkpoint_every}, deltas every {delta_every}, {batches:?}, {damaged:?}"
+            );
             let dir = tempfile::tempdir().expect("a temporary directory");
             let config = Config {
                 checkpoint_every,
@@ -920,11 +900,12 @@ mod tests {
                 checkpoint_finished(&register).await;
             }
             drop(register);
-            let delta = dir.path().join("roll.delta");
-            if damaged {
+            if let Some(at) = damaged {
+                let delta = dir.path().join("roll.delta");
                 let mut bytes = std::fs::read(&delta).expect("a delta was written");
-                let last = bytes.len() - 5;
-                bytes[last] ^= 1;
+                let at = usize::try_from(at)
+                    .unwrap_or_else(|_| bytes.len() - at.unsigned_abs() as usize);
+                bytes[at] ^= 1;
                 std::fs::write(&delta, bytes).expect("the delta is rewritten");
             }
             let (log, roll, from) = audit::open_with_roll(dir.path()).expect(&case);

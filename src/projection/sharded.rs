@@ -301,8 +301,8 @@ impl<K: ShardKey, V: FixedWidth + Eq + Stamp> Piecewise for Sharded<K, V> {
             // Counted before a delta leaves out what did not change: the count of all of them
             // is what must add up.
             written += entries.len();
-            if let Extent::After(_) = capture.extent {
-                let extent = capture.extent;
+            let extent = capture.extent;
+            if extent != Extent::Whole {
                 entries.retain(|(_, value)| value.seq().is_none_or(|seq| extent.holds(seq)));
             }
             postcard::to_io(serde_bytes::Bytes::new(&entry_bytes(&entries)), &mut *out)
