@@ -13,7 +13,7 @@
 //! by one (the header's seq and hash are checked against the log instead).
 //!
 //! A delta (`roll.delta`) is the same, with the whole checkpoint it builds on after the
-//! header's fixed fields: `"RSDELT01" ‖ seq ‖ hash(seq) ‖ len ‖ SHA-256(table) ‖ base seq ‖
+//! header's fixed fields: `"RSDELT16" ‖ seq ‖ hash(seq) ‖ len ‖ SHA-256(table) ‖ base seq ‖
 //! hash(base seq) ‖ payload`. It is used only on top of the whole checkpoint at its base.
 //!
 //! A checkpoint is written to a temporary file, fsynced, renamed over the old one and the
@@ -43,9 +43,10 @@ use crate::error::Error;
 /// reader would only fail to decode an older payload and replay the log, but the header says
 /// so before anything is read.
 const MAGIC: &[u8; 8] = b"RSCKPT16";
-/// A delta's version moves with the whole checkpoint's (a delta's payload is a roll's, with
-/// some of its structures' entries left out).
-const DELTA_MAGIC: &[u8; 8] = b"RSDELT01";
+/// A delta's version is the whole checkpoint's (a delta's payload is a roll's, with some of
+/// its structures' entries left out): the two move together, or this does not compile.
+const DELTA_MAGIC: &[u8; 8] = b"RSDELT16";
+const _: () = assert!(MAGIC[6] == DELTA_MAGIC[6] && MAGIC[7] == DELTA_MAGIC[7]);
 const HEADER: usize = 8 + 8 + 32 + 8 + 32;
 /// A section's line in the table: its length and its digest.
 const LINE: usize = 8 + 32;
