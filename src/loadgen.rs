@@ -27,7 +27,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use chrono::NaiveDate;
+use chrono::{DateTime, NaiveDate, SecondsFormat, Utc};
 use hdrhistogram::Histogram;
 use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -95,6 +95,10 @@ pub struct Report {
     pub requests_per_second: f64,
     /// Request latency in milliseconds.
     pub latency_ms: Latency,
+    /// When the slowest request was sent (UTC, as the server's log writes times): what to look
+    /// for in that log when the maximum is far above the percentiles (a reopen of sled, a
+    /// checkpoint). `None` if no request was sent.
+    pub slowest_sent_at: Option<DateTime<Utc>>,
     /// The first error seen, if any.
     pub first_error: Option<String>,
 }
@@ -117,7 +121,7 @@ impl Report {
              events    {:>10}   ({:.0}/s)\n\
              errors    {:>10}\n\
              seconds   {:>10.2}\n\
-             latency   p50 {:.2} ms   p90 {:.2} ms   p99 {:.2} ms   p999 {:.2} ms   max {:.2} ms{}",
+             latency   p50 {:.2} ms   p90 {:.2} ms   p99 {:.2} ms   p999 {:.2} ms   max {:.2} ms{}{}",
             self.concurrency,
             self.connections,
             self.batch,
@@ -133,6 +137,9 @@ impl Report {
             self.latency_ms.p99,
             self.latency_ms.p999,
             self.latency_ms.max,
+            self.slowest_sent_at
+                .map(|at| format!(" (sent at {})", at.to_rfc3339_opts(SecondsFormat::Millis, true)))
+                .unwrap_or_default(),
             self.first_error
                 .as_ref()
                 .map(|e| format!("\nfirst error: {e}"))
@@ -412,12 +419,14 @@ pub async fn run(options: Options) -> Result<Report, String> {
                 .expect("the histogram bounds are valid");
             let (mut requests, mut events, mut errors) = (0u64, 0u64, 0u64);
             let mut first_error = None;
+            let mut slowest: Option<(u64, DateTime<Utc>)> = None;
             while Instant::now() < deadline
                 && budget
                     .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |b| b.checked_sub(1))
                     .is_ok()
             {
                 let sent = Instant::now();
+                let sent_at = Utc::now();
                 let result = if options.mix == Mix::Head {
                     audit.get_head(pb::GetHeadRequest {}).await.map(|_| 0)
                 } else if options.batch <= 1 {
@@ -434,6 +443,7 @@ pub async fn run(options: Options) -> Result<Report, String> {
                 };
                 let micros = sent.elapsed().as_micros() as u64;
                 let _ = histogram.record(micros.max(1));
+                keep_slowest(&mut slowest, (micros, sent_at));
                 requests += 1;
                 match result {
                     Ok(n) => events += n,
@@ -443,13 +453,17 @@ pub async fn run(options: Options) -> Result<Report, String> {
                     }
                 }
             }
-            (histogram, requests, events, errors, first_error)
+            (histogram, requests, events, errors, first_error, slowest)
         }));
     }
     let mut histogram = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("valid bounds");
     let (mut requests, mut events, mut errors, mut first_error) = (0, 0, 0, None);
+    let mut slowest: Option<(u64, DateTime<Utc>)> = None;
     for worker in workers {
-        let (h, r, e, x, f) = worker.await.map_err(|e| format!("a worker failed: {e}"))?;
+        let (h, r, e, x, f, s) = worker.await.map_err(|e| format!("a worker failed: {e}"))?;
+        if let Some(s) = s {
+            keep_slowest(&mut slowest, s);
+        }
         histogram.add(&h).map_err(|e| e.to_string())?;
         requests += r;
         events += e;
@@ -478,8 +492,16 @@ pub async fn run(options: Options) -> Result<Report, String> {
             p999: ms(0.999),
             max: histogram.max() as f64 / 1000.0,
         },
+        slowest_sent_at: slowest.map(|(_, at)| at),
         first_error,
     })
+}
+
+/// Keeps the request with the longer latency (in µs) and its send time; the first on a tie.
+fn keep_slowest(slowest: &mut Option<(u64, DateTime<Utc>)>, request: (u64, DateTime<Utc>)) {
+    if slowest.is_none_or(|(longest, _)| request.0 > longest) {
+        *slowest = Some(request);
+    }
 }
 
 async fn send_one(
@@ -494,5 +516,33 @@ async fn send_one(
         Some(Kind::Relapse(r)) => client.relapse(*r).await.map(|_| ()),
         Some(Kind::Correct(r)) => client.correct(*r).await.map(|_| ()),
         None => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_slowest_request_is_the_longest_and_the_first_of_a_tie() {
+        let at = |second| DateTime::from_timestamp(second, 0).expect("a valid time");
+        // (latencies in µs, each sent a second after the one before; the one kept)
+        let cases: &[(&[u64], usize)] = &[
+            (&[5], 0),
+            (&[5, 9, 7], 1),
+            (&[9, 5, 9], 0),
+            (&[1, 2, 3, 4], 3),
+        ];
+        for (latencies, kept) in cases {
+            let mut slowest = None;
+            for (i, micros) in latencies.iter().enumerate() {
+                keep_slowest(&mut slowest, (*micros, at(i as i64)));
+            }
+            assert_eq!(
+                slowest,
+                Some((latencies[*kept], at(*kept as i64))),
+                "{latencies:?}"
+            );
+        }
     }
 }

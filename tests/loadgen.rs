@@ -159,11 +159,19 @@ async fn kinds_from(server: &TestServer, from: u64) -> (BTreeMap<i32, u64>, u64)
     (kinds, with_ids)
 }
 
-fn check_latencies(name: &str, report: &Report) {
+/// The percentiles in order, and the slowest request sent while the run ran.
+fn check_latencies(name: &str, report: &Report, began: chrono::DateTime<chrono::Utc>) {
     let l = &report.latency_ms;
     assert!(
         0.0 < l.p50 && l.p50 <= l.p90 && l.p90 <= l.p99 && l.p99 <= l.p999 && l.p999 <= l.max,
         "{name}: percentiles out of order: {l:?}"
+    );
+    let sent = report
+        .slowest_sent_at
+        .unwrap_or_else(|| panic!("{name}: requests were sent, so one was the slowest"));
+    assert!(
+        began <= sent && sent <= chrono::Utc::now(),
+        "{name}: the slowest request was sent at {sent}, outside the run (from {began})"
     );
 }
 
@@ -173,6 +181,7 @@ async fn every_shape_of_load_is_accepted_and_lands_in_the_log() {
     for (run, case) in CASES.iter().enumerate() {
         let before = server.head_seq().await;
         let (relay, opened) = counting_relay(server.address).await;
+        let began = chrono::Utc::now();
         let report = loadgen::run(Options {
             address: relay.to_string(),
             ..options(&server, case, run as u32)
@@ -197,7 +206,7 @@ async fn every_shape_of_load_is_accepted_and_lands_in_the_log() {
         assert_eq!(report.events, written, "{name}: events reported");
         let after = server.head_seq().await;
         assert_eq!(after - before, written, "{name}: events in the log");
-        check_latencies(name, &report);
+        check_latencies(name, &report, began);
 
         if written > 0 {
             let (kinds, with_ids) = kinds_from(&server, before + 1).await;
