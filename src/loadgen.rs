@@ -7,6 +7,11 @@
 //!   …        ─┘  each request timed; errors counted, never retried
 //! ```
 //!
+//! The report gives events/s, requests/s, the latency percentiles and when the slowest request
+//! was sent, in UTC as the server's log writes times: a maximum far above the percentiles is
+//! usually something the server did then (a reopen of sled, a checkpoint), and its log says
+//! what.
+//!
 //! By default each worker has a connection of its own, as separate systems would. With
 //! `--connections N` the workers share N HTTP/2 connections instead (worker i on connection
 //! i mod N), their calls in flight side by side, as the concurrent calls of one process on one

@@ -21,10 +21,10 @@
 //!
 //! [`Log::append`] is a group commit: it writes every body it is given at once (its blocks as
 //! one sled batch, or one insert when they fit one block), then `flush()`es and `fsync`s the
-//! database file, and only then moves the head. sled's flush ends in
-//! `sync_file_range`, which survives a process crash but not a power cut; the `fsync` that
-//! follows covers both (DESIGN.md §4). `seq`s are assigned here, from the head, so they are
-//! gapless by construction.
+//! database file, and only then moves the head. sled's flush ends in `sync_file_range`, which
+//! survives a process crash but not a power cut; the `fsync` that follows covers both
+//! (DESIGN.md §4). `seq`s are assigned here, from the head, so they are gapless by
+//! construction.
 //!
 //! sled 0.34.7 writes its snapshot (where each of its pages is) only when it opens, and an
 //! open re-reads everything written since the last snapshot: after a long run, most of a
