@@ -331,12 +331,12 @@ impl Storage {
     ///
     /// Several blocks are never inserted one by one: after a crash sled could then hold some
     /// of a commit's blocks without the rest, half of a batch that is all or nothing. sled
-    /// makes a single insert atomic by itself, and a batch with a manifest
-    /// that it writes in a log buffer of its own (`pin_log` seals the buffer before and after
-    /// reserving it), so a batch's flush writes two buffers where an insert's writes one, and
-    /// each written buffer is a task for sled's I/O pool, which wakes all seven of its threads
-    /// for it. The groups that single events make under load often fit in one block (a
-    /// block holds ~8 identifications, or more of the smaller events).
+    /// makes a single insert atomic by itself, and a batch with a manifest that it writes in a
+    /// log buffer of its own (`pin_log` seals the buffer before and after reserving it), so a
+    /// batch's flush writes two buffers where an insert's writes one, and each written buffer
+    /// is a task for sled's I/O pool, which wakes all seven of its threads for it. The groups
+    /// that single events make under load often fit in one block (a block holds ~8
+    /// identifications, or more of the smaller events).
     fn write(&self, mut blocks: Vec<([u8; 9], Vec<u8>)>) -> Result<(), Error> {
         if blocks.len() == 1 {
             let (key, value) = blocks.pop().expect("there is one block");
