@@ -14,8 +14,9 @@
 //! A block holds the consecutive events of one commit, never of two, so a commit that failed
 //! can be removed block by block. A block is at most [`BLOCK_BYTES`] of records (a record
 //! larger than that gets a block of its own): sled splits a leaf past 17 items and writes any
-//! item larger than a quarter of its 512 KiB segment to a blob file of its own, so 17 blocks
-//! of 6 KiB keep a leaf inline where 8 KiB ones would not. A store written one event to a key
+//! item larger than a quarter of its segment to a blob file of its own, so with the 512 KiB
+//! segments of stores made before [`SEGMENT_BYTES`] (still read and written), 17 blocks of
+//! 6 KiB keep a leaf inline where 8 KiB ones would not. A store written one event to a key
 //! (`Key::Event`, `hash ‖ body`) before blocks is read as it is; new commits go in blocks after
 //! its events.
 //!
@@ -244,6 +245,37 @@ struct Storage {
     blobs_synced: Mutex<u64>,
 }
 
+/// sled's segment size for a new store: 8 MiB, where sled's default is 512 KiB.
+///
+/// After every open, sled 0.34.7 retires each segment it found in use by counting all of its
+/// segments twice (`SegmentAccountant::deactivate_segment`), so the work grows with the square
+/// of their number, and it holds the lock that a write needs to start a segment meanwhile. At
+/// 3M households and 30M events (~34,000 segments of 512 KiB, 17 GB), that held writes for
+/// ~2.4 s after each planned reopen; with 2 MiB or 8 MiB segments, the same load's slowest
+/// batch was the reopen itself (`benches/JOURNAL.md`, 2026-11-30's eighth and ninth
+/// sessions). A national log ten times that size would have ten times the segments: held for
+/// minutes with 512 KiB, ~15 s with 2 MiB, ~1 s with 8 MiB. Larger segments cost disk (1.89–
+/// 1.92× the bodies against 1.79–1.82×) and one segment-sized write buffer of memory. sled
+/// refuses to open a store with another segment size than the one it was made with, so a
+/// store keeps its own (see [`segment_bytes`]).
+const SEGMENT_BYTES: usize = 8 << 20;
+
+/// The segment size to open the store in `dir` with: the one recorded in sled's `conf` file if
+/// there is one (a store made before [`SEGMENT_BYTES`] keeps 512 KiB), else [`SEGMENT_BYTES`].
+/// The file is lines of text followed by a binary checksum, so it is read as bytes. A `conf`
+/// that does not say is left to sled, which reports it.
+fn segment_bytes(dir: &Path) -> usize {
+    std::fs::read(dir.join("conf"))
+        .ok()
+        .and_then(|conf| {
+            String::from_utf8_lossy(&conf)
+                .lines()
+                .find_map(|line| line.strip_prefix("segment_size: "))
+                .and_then(|size| size.trim().parse().ok())
+        })
+        .unwrap_or(SEGMENT_BYTES)
+}
+
 /// Runs `read` on sled, turning a panic (sled panics on some damaged files instead of
 /// returning an error) into `Corrupt`.
 pub(crate) fn unpanicked<T>(
@@ -272,6 +304,7 @@ impl Storage {
     fn open_unguarded(dir: &Path) -> Result<Self, Error> {
         let config = sled::Config::new()
             .path(dir)
+            .segment_size(segment_bytes(dir))
             // Every commit flushes; a background flusher would only race with it.
             .flush_every_ms(None)
             // Events are read back only for histories and corrections, scattered over the
@@ -361,10 +394,11 @@ impl Storage {
 
     /// Syncs the blob files sled wrote since the last sync, and their directory.
     ///
-    /// sled 0.34.7 writes any item larger than a quarter of a segment (~128 KiB: one large
-    /// event body, or a leaf of sixteen ~8 KiB ones) to a file of its own under `blobs/`,
-    /// named by its log sequence number, and never syncs it; the fsync of `db` does not cover
-    /// it. Without this, a power cut could keep the pointer in `db` and lose what it points to.
+    /// sled 0.34.7 writes any item larger than a quarter of a segment (2 MiB, or 128 KiB in a
+    /// store made with 512 KiB segments: one large event body, or a leaf of large ones) to a
+    /// file of its own under `blobs/`, named by its log sequence number, and never syncs it;
+    /// the fsync of `db` does not cover it. Without this, a power cut could keep the pointer in
+    /// `db` and lose what it points to.
     /// The directory is nearly always empty, so this costs one directory read per commit.
     fn sync_blobs(&self, dir: &Path) -> Result<(), Error> {
         let blobs = dir.join("blobs");
@@ -776,7 +810,8 @@ mod tests {
     #[test]
     fn a_body_sled_keeps_as_a_blob_is_synced_and_survives_reopen() {
         let dir = tempfile::tempdir().unwrap();
-        let large = vec![b'x'; 300 * 1024];
+        // Over a quarter of a segment, sled's threshold for a blob.
+        let large = vec![b'x'; SEGMENT_BYTES / 4 + 100 * 1024];
         {
             let log = Log::open(dir.path()).unwrap();
             log.append(&[b"{}".to_vec(), large.clone()]).unwrap();
@@ -856,6 +891,32 @@ mod tests {
         check_reads(&log, &all);
         let blocks = log.with_db(|db| Ok(db.range(Key::log()).count())).unwrap();
         assert!((10..20).contains(&blocks), "{blocks} blocks for 47 events");
+    }
+
+    #[test]
+    fn a_store_keeps_the_segment_size_it_was_made_with() {
+        // (the segment size sled made the store with, if one was; the size it must keep)
+        let cases = [(Some(512 * 1024), 512 * 1024), (None, SEGMENT_BYTES)];
+        for (made_with, kept) in cases {
+            let dir = tempfile::tempdir().unwrap();
+            if let Some(size) = made_with {
+                // A store as the builds before SEGMENT_BYTES made it: sled's default size.
+                let db = sled::Config::new()
+                    .path(dir.path())
+                    .segment_size(size)
+                    .open()
+                    .unwrap();
+                db.flush().unwrap();
+            }
+            let all = bodies(30, 1000);
+            {
+                let log = Log::open(dir.path()).unwrap();
+                log.append(&all).unwrap();
+            }
+            let log = Log::open(dir.path()).unwrap();
+            check_reads(&log, &all);
+            assert_eq!(segment_bytes(dir.path()), kept, "made with {made_with:?}");
+        }
     }
 
     /// A scan reads item by item, each time from the database the storage holds then: one
