@@ -217,13 +217,14 @@ async fn history() -> tempfile::TempDir {
 /// gap where it was).
 fn tamper(dir: &std::path::Path, change: impl FnOnce(&mut Vec<Entry>)) {
     // sled may still be releasing the stopped server's file lock for a moment.
-    let mut opened = sled::open(dir);
+    let config = store::sled_config(dir);
+    let mut opened = config.open();
     for _ in 0..100 {
         if opened.is_ok() {
             break;
         }
         std::thread::sleep(std::time::Duration::from_millis(20));
-        opened = sled::open(dir);
+        opened = config.open();
     }
     let db = opened.unwrap();
     let mut entries = Vec::new();

@@ -138,6 +138,24 @@ pub fn encode_block(entries: &[Entry]) -> Vec<u8> {
     block
 }
 
+/// How sled is opened on the store in `dir`: by the log, and by tools and tests that must reach
+/// sled itself (the audit tests tamper with the raw log). sled refuses to open a store with
+/// another segment size than the one it was made with, so anything that opens it goes through
+/// this.
+pub fn sled_config(dir: &Path) -> sled::Config {
+    sled::Config::new()
+        .path(dir)
+        .segment_size(segment_bytes(dir))
+        // Every commit flushes; a background flusher would only race with it.
+        .flush_every_ms(None)
+        // Events are read back only for histories and corrections, scattered over the log: a
+        // large page cache buys little and counts against the server's memory. Appends touch
+        // only the tree's right edge. (sled holds well over its nominal capacity: at 100k
+        // households and 1M events, 64 MiB of cache meant a peak RSS of 354 MiB, 16 MiB meant
+        // 282 MiB, batch throughput the same within noise.)
+        .cache_capacity(16 * 1024 * 1024)
+}
+
 /// The entries of one stored item, whichever kind its key names, in seq order.
 pub fn decode_item(key: &[u8], value: &[u8]) -> Result<Vec<Entry>, Error> {
     Ok(records(key, value)?
@@ -302,17 +320,7 @@ impl Storage {
     }
 
     fn open_unguarded(dir: &Path) -> Result<Self, Error> {
-        let config = sled::Config::new()
-            .path(dir)
-            .segment_size(segment_bytes(dir))
-            // Every commit flushes; a background flusher would only race with it.
-            .flush_every_ms(None)
-            // Events are read back only for histories and corrections, scattered over the
-            // log: a large page cache buys little and counts against the server's memory.
-            // Appends touch only the tree's right edge. (sled holds well over its nominal
-            // capacity: at 100k households and 1M events, 64 MiB of cache meant a peak RSS of
-            // 354 MiB, 16 MiB meant 282 MiB, batch throughput the same within noise.)
-            .cache_capacity(16 * 1024 * 1024);
+        let config = sled_config(dir);
         // sled releases its file lock from a background thread after the last handle of a
         // closed database is dropped; an immediate reopen in the same process (a recovery, a
         // planned reopen, a restart in tests) can find it still held for a moment. Wait for
