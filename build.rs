@@ -17,6 +17,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         // each element is a pointer instead of the largest request (hundreds of bytes), so the
         // growth moves little (it was ~1% of a batch's samples).
         .boxed(".rollstore.v1.Command.command")
+        // Messages decode from one slice instead of through tonic's `DecodeBuf`: see the
+        // codec's module doc.
+        .codec_path("crate::api::codec::SliceCodec")
         .file_descriptor_set_path(out_dir.join("rollstore_descriptor.bin"))
         .compile_protos(&protos, &["proto"])?;
     for proto in protos {

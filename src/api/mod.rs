@@ -13,6 +13,7 @@
 
 pub mod auth;
 mod budget;
+pub mod codec;
 pub mod convert;
 mod status;
 
