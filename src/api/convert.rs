@@ -590,14 +590,12 @@ pub fn batch_command(command_message: &pb::Command) -> Result<Command, Error> {
 // ---------------------------------------------------------------------------------------------
 
 pub fn date(d: Date) -> String {
-    // NaiveDate's Display is YYYY-MM-DD for the years a register holds, without parsing a
-    // format string per call.
-    d.to_string()
+    domain::date_string(d)
 }
 
 fn member_out(m: &domain::Member) -> pb::Member {
     pb::Member {
-        id_number: m.id_number.to_string(),
+        id_number: m.id_number.as_str().to_owned(),
         name: m.name.clone(),
         relation: pb::Relation::from(m.relation) as i32,
         health: pb::Health::from(m.health) as i32,
@@ -656,12 +654,12 @@ fn causes_out(causes: &[domain::Cause]) -> Vec<i32> {
 pub fn household(id: &HouseholdId, view: &HouseholdView) -> pb::Household {
     let s = &view.state;
     pb::Household {
-        household_id: id.to_string(),
+        household_id: id.as_str().to_owned(),
         version: view.version,
         status: pb::Status::from(s.status) as i32,
-        region_code: s.region_code.to_string(),
+        region_code: s.region_code.into(),
         members: s.members.iter().map(member_out).collect(),
-        head_id: s.head_id.to_string(),
+        head_id: s.head_id.as_str().to_owned(),
         attribute: pb::Attribute::from(s.attribute) as i32,
         primary_cause: pb::Cause::from(s.primary_cause) as i32,
         other_causes: causes_out(&s.other_causes),
@@ -726,7 +724,7 @@ pub fn timestamp(t: chrono::DateTime<chrono::Utc>) -> String {
 /// Clients written in Rust (the demo's loader, the tests) build domain commands and send these.
 pub fn command_message(command: &Command) -> pb::Command {
     use pb::command::Command as Kind;
-    let household_id = command.household_id.to_string();
+    let household_id = command.household_id.as_str().to_owned();
     let effective_date = date(command.effective_date);
     let document_ref = command.document_ref.clone();
     let expected_version = command.expected_version;
@@ -738,9 +736,9 @@ pub fn command_message(command: &Command) -> pb::Command {
             document_ref,
             expected_version,
             request_id,
-            region_code: id.region_code.to_string(),
+            region_code: id.region_code.into(),
             members: id.members.iter().map(member_out).collect(),
-            head_id: id.head_id.to_string(),
+            head_id: id.head_id.as_str().to_owned(),
             attribute: pb::Attribute::from(id.attribute) as i32,
             primary_cause: pb::Cause::from(id.primary_cause) as i32,
             other_causes: causes_out(&id.other_causes),
@@ -770,12 +768,12 @@ pub fn command_message(command: &Command) -> pb::Command {
                 .members_removed
                 .iter()
                 .map(|m| pb::MemberRemoved {
-                    id_number: m.id_number.to_string(),
+                    id_number: m.id_number.as_str().to_owned(),
                     reason: pb::MemberRemovedReason::from(m.reason) as i32,
                 })
                 .collect(),
             head_id: a.head_id.as_ref().map(ToString::to_string),
-            relocate_to: a.relocate_to.map(|r| r.to_string()),
+            relocate_to: a.relocate_to.map(String::from),
             attribute: a.attribute.map(|v| pb::Attribute::from(v) as i32),
             causes: a.causes.as_ref().map(|c| pb::Causes {
                 primary_cause: pb::Cause::from(c.primary) as i32,
@@ -887,7 +885,7 @@ pub fn event(recorded: &Recorded) -> pb::Event {
     };
     pb::Event {
         seq: e.seq,
-        household_id: e.household_id.to_string(),
+        household_id: e.household_id.as_str().to_owned(),
         version: e.version,
         kind: kind as i32,
         effective_date: date(e.effective_date),
@@ -943,8 +941,8 @@ pub fn point_in_time(field: &str, at: Option<&pb::PointInTime>) -> Result<At, Er
 
 pub fn roster_entry(id: &HouseholdId, s: &Snapshot) -> pb::RosterEntry {
     pb::RosterEntry {
-        household_id: id.to_string(),
-        region_code: s.region_code.to_string(),
+        household_id: id.as_str().to_owned(),
+        region_code: s.region_code.into(),
         status: pb::Status::from(s.status) as i32,
         people: s.people,
         attribute: pb::Attribute::from(s.attribute) as i32,
@@ -964,7 +962,7 @@ pub fn roster_change(c: &RosterChange) -> pb::RosterChange {
         ChangeReason::Corrected => pb::RosterChangeReason::Corrected,
     };
     pb::RosterChange {
-        household_id: c.household_id.to_string(),
+        household_id: c.household_id.as_str().to_owned(),
         entered: c.entered,
         reason: reason as i32,
         from: c.from.as_ref().map(|s| roster_entry(&c.household_id, s)),

@@ -28,7 +28,7 @@ pub use history::{decide_correction, effective_events, state_at, Effective, Poin
 pub use rules::{decide, Context, PersonDirectory, Policy};
 pub use state::{apply, HelperAssignment, HouseholdState};
 pub use values::{
-    date_form, parse_date, Attribute, Cause, Date, ExitReason, Health, HouseholdId, IdNumber,
-    InvalidValue, Labor, MeasureKind, MemberAddedReason, MemberRemovedReason, Monitoring,
+    date_form, date_string, parse_date, Attribute, Cause, Date, ExitReason, Health, HouseholdId,
+    IdNumber, InvalidValue, Labor, MeasureKind, MemberAddedReason, MemberRemovedReason, Monitoring,
     RegionCode, RegionPrefix, Relation, Schooling, Status,
 };
