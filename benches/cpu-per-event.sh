@@ -12,6 +12,7 @@
 #   benches/cpu-per-event.sh --mix head --concurrency 32 --seconds 5    # GetHead: a call's floor
 #   RUNS=3 benches/cpu-per-event.sh …
 #   BIN=/tmp/other/rollstore NOBUILD=1 benches/cpu-per-event.sh …       # another build, A/B
+#   STORE=/tmp/scale/store benches/cpu-per-event.sh …   # against that store (kept), not a fresh one
 #   THREADS=1 benches/cpu-per-event.sh …    # and the server's CPU per event by thread: the writer's
 #                                           # decider, committer and folder, tokio, sled's I/O
 #
@@ -23,6 +24,9 @@ PORT=${PORT:-50996}
 BIN=${BIN:-target/release/rollstore}
 [ -n "${NOBUILD:-}" ] || cargo build --release --quiet
 DIR=$(mktemp -d /tmp/rollstore-cpu.XXXXXX)
+# The server serves DIR/store: a fresh store, or STORE through a link (the exit removes the
+# link, not the store).
+[ -z "${STORE:-}" ] || ln -s "$(realpath "$STORE")" "$DIR/store"
 # shellcheck source=benches/start-up-log.sh
 . benches/start-up-log.sh
 start_serving "$DIR"

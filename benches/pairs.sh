@@ -11,9 +11,11 @@
 #   benches/pairs.sh /tmp/before/rollstore target/release/rollstore                 # batches of 1,000, 4 clients
 #   PAIRS=8 benches/pairs.sh A B --concurrency 8 --batch 1000 --seconds 5 --mix mixed
 #   benches/pairs.sh A B --concurrency 32 --seconds 5                                # single events
+#   STORE_B=/tmp/scale/store benches/pairs.sh BIN BIN --concurrency 32 --seconds 5   # a full store against a fresh one
 #
 # Arguments after the two builds go to the load generator (the default: 4 clients, batches of
-# 1,000, the mixed load, 5 s). Each run starts a fresh server, as cpu-per-event.sh does.
+# 1,000, the mixed load, 5 s). Each run starts a fresh server, as cpu-per-event.sh does, on a
+# fresh store, or on STORE_A's or STORE_B's for that side (cpu-per-event.sh's STORE).
 set -euo pipefail
 [ $# -ge 2 ] || { sed -n '2,/^set /p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 2; }
 cd "$(dirname "$0")/.."
@@ -23,16 +25,16 @@ shift 2
 [ $# -gt 0 ] || set -- --concurrency 4 --batch 1000 --seconds 5 --mix mixed
 PAIRS=${PAIRS:-8}
 rate() {
-    local build=$1
-    shift
-    RUNS=1 BIN=$build NOBUILD=1 benches/cpu-per-event.sh "$@" 2>&1 | tail -n 1 | awk '{print $1}'
+    local build=$1 store=$2
+    shift 2
+    RUNS=1 BIN=$build NOBUILD=1 STORE=$store benches/cpu-per-event.sh "$@" 2>&1 | tail -n 1 | awk '{print $1}'
 }
 RESULTS=$(mktemp)
 trap 'rm -f "$RESULTS"' EXIT
 printf '%10s %10s %7s\n' A/s B/s B/A
 for _ in $(seq "$PAIRS"); do
-    a=$(rate "$A" "$@")
-    b=$(rate "$B" "$@")
+    a=$(rate "$A" "${STORE_A:-}" "$@")
+    b=$(rate "$B" "${STORE_B:-}" "$@")
     awk -v a="$a" -v b="$b" 'BEGIN { printf "%10d %10d %7.3f\n", a, b, b / a }' | tee -a "$RESULTS"
 done
 awk '
