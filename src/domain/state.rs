@@ -25,6 +25,14 @@ pub struct HelperAssignment {
     pub since: Date,
 }
 
+impl Status {
+    /// Whether a household of this status holds its members in the register, for the
+    /// one-household-per-person rule: every status but removed.
+    pub fn holds_members(self) -> bool {
+        self != Status::Removed
+    }
+}
+
 /// Everything the register says of one household at one point.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct HouseholdState {
@@ -57,7 +65,7 @@ impl HouseholdState {
     /// The people this household holds in the register: its members, unless it was removed.
     /// These are the people the one-household-per-person rule counts.
     pub fn active_members(&self) -> impl Iterator<Item = &IdNumber> {
-        let active = self.status != Status::Removed;
+        let active = self.status.holds_members();
         self.members
             .iter()
             .filter(move |_| active)

@@ -47,9 +47,10 @@ pub(crate) trait Piecewise {
 /// A delta is the cheap one to write often: of the households and the request index, which
 /// know the seq of the event that last changed each entry, it holds only the entries that
 /// changed after the whole checkpoint it builds on, which a start-up decodes too and lays
-/// over it. The other structures (the person index, the region trees, the first fields) do
-/// not know when an entry changed, are a small part of a roll, and are written whole in
-/// either.
+/// over it. The person index and the region trees do not know when an entry changed, but
+/// follow from the households: a delta leaves them out, and a start-up brings the whole
+/// checkpoint's up to the delta's households (`Roll::from_sections`). The first fields (the
+/// tallies, the recorded times) are small and written whole in either.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Extent {
     /// Every entry: a checkpoint of the whole roll.

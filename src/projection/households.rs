@@ -402,9 +402,17 @@ impl Households {
     /// households that joined since at the end, in order. A delta that does not fit (a number
     /// out of order or beyond the next, another household under a number) is refused, so
     /// that a start-up replays the log from the whole checkpoint instead.
-    pub(crate) fn overlay(&mut self, changes: Vec<HouseholdChanges>) -> Result<(), Error> {
+    ///
+    /// Hands `replaced` each entry the delta replaces, with its number and the entry now in
+    /// its place, and gives the numbers of the households that joined, in order.
+    pub(crate) fn overlay(
+        &mut self,
+        changes: Vec<HouseholdChanges>,
+        mut replaced: impl FnMut(u32, HouseholdEntry, &HouseholdEntry) -> Result<(), Error>,
+    ) -> Result<Vec<u32>, Error> {
         let unfit = |why: String| Error::Corrupt(format!("the delta does not fit its base: {why}"));
         let mut last = None;
+        let mut joined = Vec::new();
         for (number, entry) in changes.into_iter().flat_map(|c| c.0) {
             if last.is_some_and(|last| number <= last) {
                 return Err(unfit(format!("household number {number} is out of order")));
@@ -416,6 +424,7 @@ impl Households {
                     return Err(unfit(format!("household {} joins twice", entry.id)));
                 }
                 self.push(entry)?;
+                joined.push(number);
                 continue;
             }
             let held = self
@@ -428,9 +437,10 @@ impl Households {
                     held.id, entry.id
                 )));
             }
-            *held = entry;
+            let then = std::mem::replace(held, entry);
+            replaced(number, then, held)?;
         }
-        Ok(())
+        Ok(joined)
     }
 }
 

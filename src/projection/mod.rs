@@ -27,7 +27,8 @@
 //! A checkpoint encodes the roll in sections, a piece at a time between writes
 //! ([`Roll::begin_checkpoint`]); a delta encodes only what changed since a checkpoint, and
 //! [`Roll::from_sections`] lays it over that checkpoint's households and request index
-//! ([`Extent`]). Encoding is into the caller's buffers: the files are the caller's.
+//! ([`Extent`]), and brings its person index and region trees up to the households the delta
+//! changed ([`Derived`]). Encoding is into the caller's buffers: the files are the caller's.
 
 mod capture;
 mod flows;
@@ -49,7 +50,7 @@ use serde::{Deserialize, Serialize};
 #[cfg(test)]
 pub(crate) use capture::check_payload;
 pub use capture::Extent;
-use capture::Piecewise;
+use capture::{Piecewise, Slot};
 pub use flows::Flows;
 use households::{HouseholdChanges, Households, HouseholdsSection};
 use roster_index::RosterIndex;
@@ -59,8 +60,8 @@ pub use stats::{Group, Stats, StatsRow, Tally};
 pub use timeline::{Snapshot, Timeline};
 
 use crate::domain::{
-    apply, effective_events, Change, Event, HouseholdId, HouseholdState, IdNumber, PersonDirectory,
-    PointInTime, RegionCode, RegionPrefix, Status,
+    apply, effective_events, Change, Event, Health, HouseholdId, HouseholdState, IdNumber, Labor,
+    PersonDirectory, PointInTime, RegionCode, RegionPrefix, Relation, Schooling, Status,
 };
 use crate::error::Error;
 
@@ -128,6 +129,39 @@ impl PackedState {
     }
 }
 
+impl PackedState {
+    /// The state's first fields, read without the rest (see [`Footing`]).
+    fn footing(&self) -> Result<Footing<'_>, Error> {
+        postcard::from_bytes(&self.0)
+            .map_err(|e| Error::Corrupt(format!("a household's packed state does not decode: {e}")))
+    }
+}
+
+/// The first fields of a packed [`HouseholdState`], in its order: what the person index and
+/// the region trees need of a household ([`HouseholdEntry::accounts`]), read without unpacking
+/// its names, measures and helpers, since postcard writes a struct's fields one after the
+/// other and reads no further than asked. A start-up reads it twice for every household a
+/// delta changed; a test checks it against the whole state.
+#[derive(Deserialize)]
+struct Footing<'a> {
+    status: Status,
+    region_code: RegionCode,
+    #[serde(borrow)]
+    members: Vec<MemberId<'a>>,
+}
+
+/// A packed [`Member`](crate::domain::Member), field for field, of which only the ID number
+/// is used.
+#[derive(Deserialize)]
+struct MemberId<'a> {
+    id_number: IdNumber,
+    _name: &'a str,
+    _relation: Relation,
+    _health: Health,
+    _labor: Labor,
+    _schooling: Schooling,
+}
+
 impl std::fmt::Debug for PackedState {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self.unpack() {
@@ -169,6 +203,80 @@ impl HouseholdEntry {
             .checked_sub(1)
             .filter(|_| index < self.seqs.len())
             .map(|i| self.regions[i].1)
+    }
+
+    /// What this household accounts for in the roll's person index and region trees, from
+    /// it alone: its active members (compact), its region now (its `by_region` key), and
+    /// every other region its timeline holds, in any epoch (its `former` keys). [`Roll::fold`]
+    /// keeps those structures so, event by event; [`Roll::rederive`] rebuilds them from this.
+    fn accounts(&self) -> Result<(Vec<u64>, RegionCode, BTreeSet<RegionCode>), Error> {
+        let footing = self.state.footing()?;
+        let people = match footing.status.holds_members() {
+            true => footing
+                .members
+                .iter()
+                .map(|m| m.id_number.compact())
+                .collect(),
+            false => Vec::new(),
+        };
+        let region = footing.region_code;
+        let elsewhere = self.timeline.regions().filter(|r| *r != region).collect();
+        Ok((people, region, elsewhere))
+    }
+}
+
+/// The structures of a roll that follow from its households alone ([`Roll::DERIVED`]), as a
+/// start-up brings a whole checkpoint's up to the delta laid over its households: each
+/// household the delta replaced takes out what its entry there accounted for, then each it
+/// changed puts in what its entry now accounts for ([`HouseholdEntry::accounts`]), skipping
+/// both where the two are the same (most changes: at 10M events, taking out and putting back
+/// every changed household's entries added ~1.2 s to a start-up, `benches/start-up.sh`). The fold
+/// keeps these structures equal to what the households account for, so this yields them as
+/// the fold left them; an oracle test compares a roll laid over a delta with the roll itself.
+struct Derived<'a> {
+    persons: &'a mut Sharded<u64, u32>,
+    by_region: &'a mut RosterIndex,
+    former: &'a mut RosterIndex,
+}
+
+impl Derived<'_> {
+    /// Takes out what household `number` accounted for `then`, unless it accounts for the
+    /// same `now` (most changes move nobody and no region); true if it did, and `now` is to be
+    /// put in.
+    fn take_out(
+        &mut self,
+        number: u32,
+        then: &HouseholdEntry,
+        now: &HouseholdEntry,
+    ) -> Result<bool, Error> {
+        let accounted = then.accounts()?;
+        if accounted == now.accounts()? {
+            return Ok(false);
+        }
+        let (people, region, elsewhere) = accounted;
+        for person in people {
+            // As the fold does: a person another household holds now is that one's.
+            if self.persons.get(person) == Some(number) {
+                self.persons.remove(person);
+            }
+        }
+        self.by_region.remove(&(region, then.id.clone()));
+        for region in elsewhere {
+            self.former.remove(&(region, then.id.clone()));
+        }
+        Ok(true)
+    }
+
+    fn put_in(&mut self, number: u32, now: &HouseholdEntry) -> Result<(), Error> {
+        let (people, region, elsewhere) = now.accounts()?;
+        for person in people {
+            self.persons.insert(person, number);
+        }
+        self.by_region.insert((region, now.id.clone()), number);
+        for region in elsewhere {
+            self.former.insert((region, now.id.clone()), number);
+        }
+        Ok(())
     }
 }
 
@@ -304,6 +412,10 @@ pub struct Roll {
     /// this and `by_region` together; apart, a household that never moved (most) is in one
     /// tree instead of two (~50 MB at a million households).
     former: RosterIndex,
+    /// The extent of the checkpoint under way, if one is: a delta leaves out the structures
+    /// [`Roll::DERIVED`] from the households.
+    #[serde(skip)]
+    checkpoint: Slot<Extent>,
 }
 
 /// The first fields of a [`Roll`], in its order: what a checkpoint writes in one piece while
@@ -330,6 +442,9 @@ enum Section {
     Households(HouseholdsSection),
     /// One of a delta's households' sections.
     HouseholdChanges(HouseholdChanges),
+    /// A section a delta leaves empty: the person index's or a region tree's, which the
+    /// start-up derives from the households ([`Derived`]).
+    Derived,
 }
 
 /// The first fields of a [`Roll`] as read back.
@@ -424,6 +539,15 @@ impl Roll {
                 Section::HouseholdChanges(HouseholdChanges(read_pieces(bytes, scratch)?))
             }
             (HOUSEHOLDS_END, _) => Section::Requests(read(bytes, scratch)?),
+            (n, Extent::After(_)) if n > HOUSEHOLDS_END && n < Self::CHECKPOINT_SECTIONS => {
+                let mut bytes = bytes;
+                if !bytes.fill_buf().map_err(|e| e.to_string())?.is_empty() {
+                    return Err(format!(
+                        "section {n} of a delta holds bytes where this version derives it"
+                    ));
+                }
+                Section::Derived
+            }
             (n, _) if n == HOUSEHOLDS_END + 1 => Section::Persons(read(bytes, scratch)?),
             (n, _) if n == HOUSEHOLDS_END + 2 => Section::ByRegion(read(bytes, scratch)?),
             (n, _) if n == HOUSEHOLDS_END + 3 => Section::Former(read(bytes, scratch)?),
@@ -433,15 +557,16 @@ impl Roll {
     }
 
     /// Whether a start-up decodes section `n` of a whole checkpoint that a delta builds on:
-    /// only the households' and the request index's, which the delta's changes are laid
-    /// over; the delta holds the rest whole.
+    /// every section but the first fields', which the delta holds whole. The delta's changes
+    /// are laid over the households and the request index, and the person index and the
+    /// region trees are brought up to them ([`Derived`]).
     pub fn is_under_delta(n: usize) -> bool {
-        (1..=1 + households::SECTIONS).contains(&n)
+        (1..Self::CHECKPOINT_SECTIONS).contains(&n)
     }
 
     /// The roll whose checkpoint's sections, in order, are `sections`: a whole checkpoint's,
     /// or those of one that [`Roll::is_under_delta`] and then all of a delta's on it, whose
-    /// changes are laid over them.
+    /// changes are laid over them (see [`Derived`] for the structures a delta leaves out).
     pub fn from_sections(sections: Vec<RollSection>) -> Result<Roll, String> {
         let not_a_roll = || "its sections are not a roll's, in a roll's order".to_string();
         let mut indexes = Vec::new();
@@ -451,6 +576,7 @@ impl Roll {
         let mut persons = Vec::new();
         let mut by_region = Vec::new();
         let mut former = Vec::new();
+        let mut derived = 0;
         for RollSection(section) in sections {
             match section {
                 Section::Indexes(s) => indexes.push(s),
@@ -460,13 +586,20 @@ impl Roll {
                 Section::Persons(s) => persons.push(s),
                 Section::ByRegion(s) => by_region.push(s),
                 Section::Former(s) => former.push(s),
+                Section::Derived => derived += 1,
             }
         }
         // A delta brings the second request index, of its changes.
         let requests_expected = if changes.is_empty() { 1 } else { 2 };
+        let derived_expected = if changes.is_empty() {
+            0
+        } else {
+            Self::DERIVED.len()
+        };
         if households.len() != households::SECTIONS
             || !(changes.is_empty() || changes.len() == households::SECTIONS)
             || requests.len() != requests_expected
+            || derived != derived_expected
         {
             return Err(not_a_roll());
         }
@@ -483,8 +616,30 @@ impl Roll {
             tallies,
             recorded,
         } = indexes;
+        let (mut persons, mut by_region, mut former) = (persons, by_region, former);
         let mut households = Households::from_sections(households).map_err(|e| e.to_string())?;
-        households.overlay(changes).map_err(|e| e.to_string())?;
+        let mut derived = Derived {
+            persons: &mut persons,
+            by_region: &mut by_region,
+            former: &mut former,
+        };
+        // Every entry a replaced household accounted for leaves before any joins: a person may
+        // have moved between two households the delta changed.
+        let mut moved = Vec::new();
+        let joined = households
+            .overlay(changes, |number, then, now| {
+                if derived.take_out(number, &then, now)? {
+                    moved.push(number);
+                }
+                Ok(())
+            })
+            .map_err(|e| e.to_string())?;
+        for number in moved.into_iter().chain(joined) {
+            let now = households.by_number(number).ok_or_else(|| {
+                format!("the delta's household number {number} is not in the roll")
+            })?;
+            derived.put_in(number, now).map_err(|e| e.to_string())?;
+        }
         let mut requests = requests.into_iter();
         let mut request_index = requests.next().ok_or_else(not_a_roll)?;
         for changed in requests {
@@ -499,8 +654,17 @@ impl Roll {
             persons,
             by_region,
             former,
+            checkpoint: Slot::default(),
         })
     }
+
+    /// The structures a delta leaves out (by their place in [`Roll::structures`]): the person
+    /// index and the region trees. Their entries do not know the event that put them there,
+    /// so a delta held them whole: at a national roll, ~100 million people and ~30 million
+    /// roster keys (over a gigabyte) every few hundred thousand events, however few changed.
+    /// Each follows from the households alone, so a start-up brings the whole checkpoint's
+    /// up to the delta's households instead ([`Derived`]).
+    const DERIVED: [usize; 3] = [2, 3, 4];
 
     /// The seq of the last event applied.
     pub fn head(&self) -> u64 {
@@ -545,13 +709,15 @@ impl Roll {
         // The encoder writes each small field on its own; through a concrete buffer, each is
         // a copy into it, not a call through `dyn Write`.
         use std::io::Write as _;
-        let [first, rest @ ..] = self.structures();
         // Refused here, before anything is begun, if another checkpoint is under way.
-        first.begin_capture(extent)?;
+        self.checkpoint.begin(extent)?;
         let mut buffered = std::io::BufWriter::with_capacity(64 * 1024, out);
-        let written = rest
+        let written = self
+            .structures()
             .iter()
-            .try_for_each(|part| part.begin_capture(extent))
+            .enumerate()
+            .filter(|(n, _)| Self::writes(extent, *n))
+            .try_for_each(|(_, part)| part.begin_capture(extent))
             .and_then(|()| {
                 postcard::to_io(&self.indexes(), &mut buffered).map_err(checkpoint_failed)
             })
@@ -587,23 +753,29 @@ impl Roll {
         step: usize,
         piece: &mut Vec<u8>,
     ) -> Result<bool, Error> {
+        let extent = *capture::under_way(&mut self.checkpoint.lock())?;
         // Part by part, each structure's sections in turn.
         let mut section = part;
-        let writing = self.structures().into_iter().find(|structure| {
-            let found = section < structure.sections();
-            if !found {
-                section -= structure.sections();
-            }
-            found
-        });
-        let Some(writing) = writing else {
+        let writing = self
+            .structures()
+            .into_iter()
+            .enumerate()
+            .find(|(_, structure)| {
+                let found = section < structure.sections();
+                if !found {
+                    section -= structure.sections();
+                }
+                found
+            });
+        let Some((n, writing)) = writing else {
             return Err(checkpoint_failed(format!(
                 "a roll has {} parts, not {}",
                 Self::CHECKPOINT_PARTS,
                 part + 1
             )));
         };
-        let done = writing.write_captured(section, step, piece)?;
+        // A structure a delta leaves out is an empty section of it.
+        let done = !Self::writes(extent, n) || writing.write_captured(section, step, piece)?;
         if done && part + 1 == Self::CHECKPOINT_PARTS {
             self.end_checkpoint();
         }
@@ -615,6 +787,13 @@ impl Roll {
         for structure in self.structures() {
             structure.end_capture();
         }
+        self.checkpoint.end();
+    }
+
+    /// Whether a checkpoint of `extent` writes structure `n` of [`Roll::structures`]: a whole
+    /// one writes all; a delta leaves out those [`Roll::DERIVED`] from the households.
+    fn writes(extent: Extent, n: usize) -> bool {
+        extent == Extent::Whole || !Self::DERIVED.contains(&n)
     }
 
     /// What a checkpoint writes a piece at a time, in the payload's order (the fields' order),
@@ -1082,8 +1261,27 @@ mod tests {
         assert_eq!(sections, Roll::CHECKPOINT_PARTS);
     }
 
+    /// What a delta leaves out, named by place in `structures`, is the person index and the
+    /// two region trees, and nothing else: the structures `Derived` rebuilds.
+    #[test]
+    fn a_delta_leaves_out_the_structures_that_follow_from_the_households() {
+        let roll = Roll::default();
+        let address = |s: &dyn Piecewise| s as *const dyn Piecewise as *const ();
+        let left_out: Vec<_> = Roll::DERIVED
+            .iter()
+            .map(|&n| address(roll.structures()[n]))
+            .collect();
+        let derived = [
+            address(&roll.persons),
+            address(&roll.by_region),
+            address(&roll.former),
+        ];
+        assert_eq!(left_out, derived);
+    }
+
     /// One packed state repacked through states of every size the demo's households reach,
-    /// growing, shrinking and staying the same: its bytes are always those of a fresh encoding.
+    /// growing, shrinking and staying the same: its bytes are always those of a fresh encoding,
+    /// and its first fields read alone ([`Footing`]) are the state's.
     #[test]
     fn a_repacked_state_is_the_state_packed_afresh() {
         let mut states: std::collections::HashMap<HouseholdId, HouseholdState> = Default::default();
@@ -1098,6 +1296,17 @@ mod tests {
             let fresh = postcard::to_stdvec(&after).expect("a state encodes");
             assert_eq!(*packed.0, *fresh, "{}", command.household_id);
             assert_eq!(packed.unpack().expect("a packed state unpacks"), after);
+            let footing = packed
+                .footing()
+                .expect("a packed state's first fields read");
+            let ids: Vec<_> = footing.members.iter().map(|m| m.id_number).collect();
+            let members: Vec<_> = after.members.iter().map(|m| m.id_number).collect();
+            assert_eq!(
+                (footing.status, footing.region_code, ids),
+                (after.status, after.region_code, members),
+                "{}",
+                command.household_id
+            );
             sizes.insert(fresh.len());
             states.insert(command.household_id.clone(), after);
         }

@@ -1,7 +1,7 @@
 //! Checkpoint files: a snapshot of derived data, tied to the log position it was taken at.
 //!
 //! ```text
-//!   roll.checkpoint  =  "RSCKPT17" ‖ seq (u64 BE) ‖ hash(seq) (32) ‖ len (u64 BE)
+//!   roll.checkpoint  =  "RSCKPT18" ‖ seq (u64 BE) ‖ hash(seq) (32) ‖ len (u64 BE)
 //!                       ‖ SHA-256(table) (32) ‖ payload (len bytes)
 //!   payload          =  section₁ ‖ … ‖ sectionₙ ‖ table
 //!   table            =  (len (u64 BE) ‖ SHA-256(section)) for each section ‖ n (u32 BE)
@@ -13,7 +13,7 @@
 //! by one (the header's seq and hash are checked against the log instead).
 //!
 //! A delta (`roll.delta`) is the same, with the whole checkpoint it builds on after the
-//! header's fixed fields: `"RSDELT17" ‖ seq ‖ hash(seq) ‖ len ‖ SHA-256(table) ‖ base seq ‖
+//! header's fixed fields: `"RSDELT18" ‖ seq ‖ hash(seq) ‖ len ‖ SHA-256(table) ‖ base seq ‖
 //! hash(base seq) ‖ payload`. It is used only on top of the whole checkpoint at its base.
 //!
 //! A checkpoint is written to a temporary file, fsynced, renamed over the old one and the
@@ -39,13 +39,14 @@ use crate::error::Error;
 /// shards; `10`: the request index too, as digests; `11`: request digests of 12 bytes; `12`:
 /// each index shard as one string of fixed-width entries; `13`: the payload in sections; `14`:
 /// the households in several sections; `15`: region codes as numbers, not text; `16`: the
-/// households before the indexes; `17`: request digests of 10 bytes): a
+/// households before the indexes; `17`: request digests of 10 bytes; `18`: a delta leaves the
+/// person index and the region trees empty, for the reader to derive): a
 /// reader would only fail to decode an older payload and replay the log, but the header says
 /// so before anything is read.
-const MAGIC: &[u8; 8] = b"RSCKPT17";
+const MAGIC: &[u8; 8] = b"RSCKPT18";
 /// A delta's version is the whole checkpoint's (a delta's payload is a roll's, with some of
 /// its structures' entries left out): the two move together, or this does not compile.
-const DELTA_MAGIC: &[u8; 8] = b"RSDELT17";
+const DELTA_MAGIC: &[u8; 8] = b"RSDELT18";
 const _: () = assert!(MAGIC[6] == DELTA_MAGIC[6] && MAGIC[7] == DELTA_MAGIC[7]);
 const HEADER: usize = 8 + 8 + 32 + 8 + 32;
 /// A section's line in the table: its length and its digest.
