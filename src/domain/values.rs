@@ -39,7 +39,7 @@ fn invalid<T>(message: impl Into<String>) -> Result<T, InvalidValue> {
 }
 
 /// A date's text, `YYYY-MM-DD`: what [`parse_date`] reads, written as chrono's `Display`
-/// writes it, but digit by digit ([`ShortText`]) for the years 0 to 9999, where `Display` went
+/// writes it, but digit by digit (`ShortText`) for the years 0 to 9999, where `Display` went
 /// through `fmt` a character at a time; every API answer and every command the load generator
 /// and the demo send carries several.
 pub fn date_string(date: Date) -> String {
@@ -219,7 +219,7 @@ pub mod date_form {
 /// Dates read from their text (`2018-12-31`) digit by digit, for `#[serde(with = "date_text")]`
 /// on the dates of event bodies. chrono's own parser (its format machinery) was ~10% of the
 /// thread that reads the log back in a replay. Written as chrono writes them (digit by digit
-/// too, [`ShortText`]), so a body's bytes do not change, and any text the fast path does not
+/// too, `ShortText`), so a body's bytes do not change, and any text the fast path does not
 /// take (a year past 9999, say) goes to chrono's parser: what was read before is read the same. A format that is not human-readable
 /// gets chrono's form both ways, as without this module.
 pub mod date_text {

@@ -28,7 +28,7 @@
 //! ([`Roll::begin_checkpoint`]); a delta encodes only what changed since a checkpoint, and
 //! [`Roll::from_sections`] lays it over that checkpoint's households and request index
 //! ([`Extent`]), and brings its person index and region trees up to the households the delta
-//! changed ([`Derived`]). Encoding is into the caller's buffers: the files are the caller's.
+//! changed (`Derived`). Encoding is into the caller's buffers: the files are the caller's.
 
 mod capture;
 mod flows;
@@ -208,7 +208,7 @@ impl HouseholdEntry {
     /// What this household accounts for in the roll's person index and region trees, from
     /// it alone: its active members (compact), its region now (its `by_region` key), and
     /// every other region its timeline holds, in any epoch (its `former` keys). [`Roll::fold`]
-    /// keeps those structures so, event by event; [`Roll::rederive`] rebuilds them from this.
+    /// keeps those structures so, event by event; [`Derived`] rebuilds them from this.
     fn accounts(&self) -> Result<(Vec<u64>, RegionCode, BTreeSet<RegionCode>), Error> {
         let footing = self.state.footing()?;
         let people = match footing.status.holds_members() {
@@ -559,14 +559,14 @@ impl Roll {
     /// Whether a start-up decodes section `n` of a whole checkpoint that a delta builds on:
     /// every section but the first fields', which the delta holds whole. The delta's changes
     /// are laid over the households and the request index, and the person index and the
-    /// region trees are brought up to them ([`Derived`]).
+    /// region trees are brought up to them (`Derived`).
     pub fn is_under_delta(n: usize) -> bool {
         (1..Self::CHECKPOINT_SECTIONS).contains(&n)
     }
 
     /// The roll whose checkpoint's sections, in order, are `sections`: a whole checkpoint's,
     /// or those of one that [`Roll::is_under_delta`] and then all of a delta's on it, whose
-    /// changes are laid over them (see [`Derived`] for the structures a delta leaves out).
+    /// changes are laid over them (see `Derived` for the structures a delta leaves out).
     pub fn from_sections(sections: Vec<RollSection>) -> Result<Roll, String> {
         let not_a_roll = || "its sections are not a roll's, in a roll's order".to_string();
         let mut indexes = Vec::new();

@@ -73,7 +73,7 @@ pub struct Stats {
 
 impl Stats {
     /// Counts one household. The point-in-time path counts snapshots with this; the tallies
-    /// of the head count them with [`count`]; both share `groups` and `row_of`.
+    /// of the head count them with `count`; both share `groups` and `row_of`.
     pub fn count(&mut self, prefix: RegionPrefix, snapshot: &Snapshot) {
         let Some(row) = row_of(snapshot) else { return };
         for group in groups(snapshot) {

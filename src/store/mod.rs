@@ -15,7 +15,7 @@
 //! can be removed block by block. A block is at most [`BLOCK_BYTES`] of records (a record
 //! larger than that gets a block of its own): sled splits a leaf past 17 items and writes any
 //! item larger than a quarter of its segment to a blob file of its own, so with the 512 KiB
-//! segments of stores made before [`SEGMENT_BYTES`] (still read and written), 17 blocks of
+//! segments of stores made before `SEGMENT_BYTES` (still read and written), 17 blocks of
 //! 6 KiB keep a leaf inline where 8 KiB ones would not. A store written one event to a key
 //! (`Key::Event`, `hash ‖ body`) before blocks is read as it is; new commits go in blocks after
 //! its events.
