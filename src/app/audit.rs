@@ -1233,9 +1233,12 @@ mod tests {
     fn a_delta_derives_the_indexes_of_households_and_people_that_moved() {
         let mut demo = Replay::of_demo();
         demo.apply(400);
-        // A household of two or more people, and another.
+        // A household of two or more people, and another: the first in id order, so that
+        // every run tries the same ones.
         let (first, second) = {
-            let mut households = demo.versions.keys().filter_map(|id| {
+            let mut ids: Vec<&HouseholdId> = demo.versions.keys().collect();
+            ids.sort();
+            let mut households = ids.into_iter().filter_map(|id| {
                 let state = demo.roll.household(id)?.state.unpack().ok()?;
                 Some((id.clone(), state))
             });
