@@ -14,7 +14,8 @@
 #   BIN=/tmp/other/rollstore NOBUILD=1 benches/cpu-per-event.sh …       # another build, A/B
 #   STORE=/tmp/scale/store benches/cpu-per-event.sh …   # against that store (kept), not a fresh one
 #   THREADS=1 benches/cpu-per-event.sh …    # and the server's CPU per event by thread: the writer's
-#                                           # decider, committer and folder, tokio, sled's I/O
+#                                           # decider, committer and folder, tokio, sled's I/O,
+#                                           # and threads that ended meanwhile (checkpoints)
 #
 # With --mix head nothing is written, and the figures are per call instead of per event.
 set -euo pipefail
@@ -81,6 +82,12 @@ for _ in range(int(runs)):
     if os.environ.get("THREADS"):
         now = thread_seconds()
         spent = {name: now[name] - threads.get(name, 0) for name in now}
+        # A thread that ended during the run (a background checkpoint's or delta's) is gone
+        # from /proc by now, but its CPU is in the process's: what the listed ones do not add
+        # up to is theirs.
+        ended = (after - before) - sum(spent.values())
+        if ended * 1e6 / count >= 0.05:
+            spent["(ended threads)"] = ended
         print("  by thread: " + ", ".join(
             f"{name} {seconds * 1e6 / count:.1f} µs" for name, seconds in
             sorted(spent.items(), key=lambda item: -item[1]) if seconds > 0), flush=True)
