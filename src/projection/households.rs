@@ -192,27 +192,43 @@ impl Piecewise for Households {
         };
         let extent = capture.extent;
         let held = |entry: &HouseholdEntry| entry.seqs.last().is_some_and(|s| extent.holds(s));
-        if !whole {
-            let count = (written..end)
-                .filter(|&n| as_began(n).is_some_and(held))
-                .count();
-            postcard::to_io(&count, &mut *out).map_err(checkpoint_failed)?;
-        }
-        for number in written..end {
-            let entry = as_began(number)
-                .expect("households are only ever added, so every captured number is there");
-            if whole {
-                postcard::to_io(entry, &mut *out).map_err(checkpoint_failed)?;
-            } else if held(entry) {
-                let number = u32::try_from(number)
-                    .expect("a household's number is a u32: `next_number` refuses any other");
-                postcard::to_io(&(number, entry), &mut *out).map_err(checkpoint_failed)?;
+        let as_began = |number: usize| {
+            as_began(number)
+                .expect("households are only ever added, so every captured number is there")
+        };
+        if whole {
+            for number in written..end {
+                postcard::to_io(as_began(number), &mut *out).map_err(checkpoint_failed)?;
+            }
+        } else {
+            // One pass over the piece picks what changed (a handful of a million households
+            // for a delta soon after its base), counted first as the piece is read back.
+            let changed: Vec<(u32, &HouseholdEntry)> = (written..end)
+                .map(|number| (number, as_began(number)))
+                .filter(|(_, entry)| held(entry))
+                .map(|(number, entry)| {
+                    let number = u32::try_from(number)
+                        .expect("a household's number is a u32: `next_number` refuses any other");
+                    (number, entry)
+                })
+                .collect();
+            postcard::to_io(&changed.len(), &mut *out).map_err(checkpoint_failed)?;
+            for changed in &changed {
+                postcard::to_io(changed, &mut *out).map_err(checkpoint_failed)?;
             }
         }
-        // Written: writes need not keep these any longer.
-        for number in written..end {
-            if let Ok(n) = u32::try_from(number) {
-                capture.before.remove(&n);
+        // Written: writes need not keep these any longer. By the shorter of the two: the saved
+        // copies are usually far fewer than the piece's households.
+        let piece = written..end;
+        if capture.before.len() < piece.len() {
+            capture
+                .before
+                .retain(|&n, _| !usize::try_from(n).is_ok_and(|n| piece.contains(&n)));
+        } else {
+            for number in piece {
+                if let Ok(n) = u32::try_from(number) {
+                    capture.before.remove(&n);
+                }
             }
         }
         capture.progress.written = end;

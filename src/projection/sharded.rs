@@ -301,15 +301,20 @@ impl<K: ShardKey, V: FixedWidth + Eq + Stamp> Piecewise for Sharded<K, V> {
             let notes = std::mem::take(&mut capture.before[at]);
             // Every key there now and not changed since, as it is; every key changed since, as
             // it was (None: not in the index then). In run order, as the shard itself is
-            // written: read back without sorting.
-            let mut entries = self.shards[at].sorted_with(&notes);
-            // Counted before a delta leaves out what did not change: the count of all of them
-            // is what must add up.
-            written += entries.len();
-            let extent = capture.extent;
-            if extent != Extent::Whole {
-                entries.retain(|(_, value)| value.seq().is_none_or(|seq| extent.holds(seq)));
-            }
+            // written: read back without sorting. Of a delta, only the entries stamped after
+            // its base; the count of all of them is what must add up.
+            let shard = &self.shards[at];
+            let (entries, in_all) = match capture.extent {
+                Extent::Whole => {
+                    let entries = shard.sorted_with(&notes);
+                    let len = entries.len();
+                    (entries, len)
+                }
+                extent => shard.sorted_with_where(&notes, |value| {
+                    value.seq().is_none_or(|seq| extent.holds(seq))
+                }),
+            };
+            written += in_all;
             postcard::to_io(serde_bytes::Bytes::new(&entry_bytes(&entries)), &mut *out)
                 .map_err(checkpoint_failed)?;
             capture.next += 1;
