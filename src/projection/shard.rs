@@ -247,7 +247,7 @@ impl<K: Spread, V: Copy> Shard<K, V> {
     }
 
     /// [`Shard::sorted_with_where`], keeping every entry without `keep`: then the result is
-    /// sized once, at the count.
+    /// sized once, and counted as it is.
     fn merged(
         &self,
         overrides: &HashMap<K, Option<V>>,
@@ -269,14 +269,18 @@ impl<K: Spread, V: Copy> Shard<K, V> {
             .filter(|(_, value)| keep(value))
             .collect();
         sort_as_run(&mut others);
-        // The run's entries that the others replace: every key of the recent table or the
-        // overrides that the run holds (a recent `None` is one, by definition).
-        let replaced_in_run = recent
-            .map(|(key, _)| key)
-            .chain(overrides.keys())
-            .filter(|key| self.find(key).is_ok())
-            .count();
-        let in_all = self.run.len() - replaced_in_run + others_in_all;
+        // Kept all, the count is what is written. Otherwise the run's entries that the others
+        // replace are every key of the recent table or the overrides that the run holds (a
+        // recent `None` is one, by definition): a search each, which a merge of the recent
+        // changes into the run (`sorted`, on the folder's path) does not pay for.
+        let in_all = (!keep_all).then(|| {
+            let replaced_in_run = recent
+                .map(|(key, _)| key)
+                .chain(overrides.keys())
+                .filter(|key| self.find(key).is_ok())
+                .count();
+            self.run.len() - replaced_in_run + others_in_all
+        });
         let mut kept = self
             .run
             .iter()
@@ -284,7 +288,8 @@ impl<K: Spread, V: Copy> Shard<K, V> {
             .copied()
             .peekable();
         let mut others = others.into_iter().peekable();
-        let mut entries = Vec::with_capacity(if keep_all { in_all } else { others.len() });
+        let mut entries =
+            Vec::with_capacity(in_all.map_or(self.len + overrides.len(), |_| others.len()));
         loop {
             let next = match (kept.peek(), others.peek()) {
                 (Some(a), Some(b)) if order(&a.0) < order(&b.0) => kept.next(),
@@ -294,6 +299,7 @@ impl<K: Spread, V: Copy> Shard<K, V> {
             };
             entries.extend(next);
         }
+        let in_all = in_all.unwrap_or(entries.len());
         (entries, in_all)
     }
 
