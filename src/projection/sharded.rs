@@ -303,17 +303,10 @@ impl<K: ShardKey, V: FixedWidth + Eq + Stamp> Piecewise for Sharded<K, V> {
             // it was (None: not in the index then). In run order, as the shard itself is
             // written: read back without sorting. Of a delta, only the entries stamped after
             // its base; the count of all of them is what must add up.
-            let shard = &self.shards[at];
-            let (entries, in_all) = match capture.extent {
-                Extent::Whole => {
-                    let entries = shard.sorted_with(&notes);
-                    let len = entries.len();
-                    (entries, len)
-                }
-                extent => shard.sorted_with_where(&notes, |value| {
-                    value.seq().is_none_or(|seq| extent.holds(seq))
-                }),
-            };
+            let extent = capture.extent;
+            let stamped_after_base = (extent != Extent::Whole)
+                .then_some(move |value: &V| value.seq().is_none_or(|seq| extent.holds(seq)));
+            let (entries, in_all) = self.shards[at].sorted_with_where(&notes, stamped_after_base);
             written += in_all;
             postcard::to_io(serde_bytes::Bytes::new(&entry_bytes(&entries)), &mut *out)
                 .map_err(checkpoint_failed)?;
