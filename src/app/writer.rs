@@ -1,14 +1,15 @@
 //! The one writer, as a three-stage pipeline: the decider decides and encodes jobs as they
-//! arrive and leaves them in the hand-off; the committer takes everything waiting there as one
-//! group and commits it with one flush + fsync; the folder moves the roll by each committed
-//! group and answers its jobs. Deciding the next group overlaps with syncing this one, and
-//! syncing the next with folding this one. The next group is closed only when the committer is
-//! free to take it, so it holds every job that arrived during the sync (group commit).
+//! arrive, a part of up to about `PART_EVENTS` events at a time, and leaves the parts in the
+//! hand-off; the committer takes every part waiting there as one group and commits it with one
+//! flush + fsync; the folder moves the roll by each committed group and answers its jobs.
+//! Deciding the next part overlaps with syncing this group, and syncing the next group with
+//! folding this one. A group is closed only when the committer is free to take it, so it holds
+//! every part decided during the sync before it (group commit).
 //!
 //! ```text
 //!   decider thread            committer thread              folder thread
 //!   ──────────────            ────────────────              ─────────────
-//!   take all jobs queued;
+//!   take the jobs queued;
 //!   decide each against the
 //!   roll + what is in flight
 //!   encode the events ─parts─▶ take all parts waiting
@@ -46,9 +47,20 @@ use crate::error::Error;
 use crate::projection::{Decided, History};
 use crate::store::Head;
 
-/// Stop adding jobs to a group once it holds this many commands: a bound on the memory and
-/// latency of one commit, far above what group commit needs to amortize the fsync.
+/// The decider waits while this many decided events wait for the committer: a bound on the
+/// memory and latency of one commit, far above what group commit needs to amortize the fsync.
 const MAX_GROUP_EVENTS: usize = 20_000;
+
+/// The decider hands a part over once it holds this many events, and leaves the jobs queued
+/// after it for the next part. Deciding every queued job as one part kept the committer idle
+/// until the last was decided: four clients' batches of 1,000 became one part of ~20 ms of
+/// deciding, then a commit and a fold while the decider waited, and all four clients were
+/// answered at once and came back together, a convoy that left the two cores ~22% idle. With
+/// parts of one batch, or of up to 100 single events, the committer syncs one part while the
+/// next is decided (`benches/JOURNAL.md`, 2026-12-01's thirteenth session). It still takes
+/// every part waiting as one group, so the fsyncs are no more than the disk makes necessary.
+/// 100 events are ~0.5 ms of deciding, against a part's own cost of a lock and a wake-up.
+const PART_EVENTS: usize = 100;
 
 pub(super) enum Job {
     Append {
@@ -321,7 +333,7 @@ pub(super) fn spawn(
                             group.push((commands, writer, reply));
                         }
                     }
-                    if size < MAX_GROUP_EVENTS {
+                    if size < PART_EVENTS {
                         next = jobs.try_recv().ok();
                     }
                 }
