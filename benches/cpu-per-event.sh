@@ -32,6 +32,9 @@ DIR=$(mktemp -d /tmp/rollstore-cpu.XXXXXX)
 . benches/start-up-log.sh
 start_serving "$DIR"
 trap 'kill -TERM $SERVER 2>/dev/null; wait $SERVER 2>/dev/null; rm -rf "$DIR"' EXIT
+# A server that fails to start (its port taken, say) ends the script with its log, instead of
+# leaving the loop below to wait for it forever.
+wait_until_serving "$SERVER" "$DIR/server.log"
 until "$BIN" bench --address "127.0.0.1:$PORT" --concurrency 1 --requests 1 --seconds 5 >/dev/null 2>&1; do
     sleep 0.05
 done

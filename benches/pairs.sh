@@ -27,7 +27,12 @@ PAIRS=${PAIRS:-8}
 rate() {
     local build=$1 store=$2
     shift 2
-    RUNS=1 BIN=$build NOBUILD=1 STORE=$store benches/cpu-per-event.sh "$@" 2>&1 | tail -n 1 | awk '{print $1}'
+    local out
+    out=$(RUNS=1 BIN=$build NOBUILD=1 STORE=$store benches/cpu-per-event.sh "$@" 2>&1) || {
+        printf '%s\n' "$out" >&2
+        exit 1
+    }
+    printf '%s\n' "$out" | tail -n 1 | awk '{print $1}'
 }
 RESULTS=$(mktemp)
 trap 'rm -f "$RESULTS"' EXIT
