@@ -314,29 +314,7 @@ pub(super) fn spawn(
             let mut clock = DateTime::<Utc>::MIN_UTC;
             let mut pending = Pending::default();
             while let Some(first) = jobs.blocking_recv() {
-                let mut group = Vec::new();
-                let mut stop = false;
-                let mut size = 0;
-                let mut next = Some(first);
-                while let Some(job) = next.take() {
-                    match job {
-                        Job::Stop => {
-                            stop = true;
-                            break;
-                        }
-                        Job::Append {
-                            commands,
-                            writer,
-                            reply,
-                        } => {
-                            size += commands.len();
-                            group.push((commands, writer, reply));
-                        }
-                    }
-                    if size < PART_EVENTS {
-                        next = jobs.try_recv().ok();
-                    }
-                }
+                let (group, stop) = next_part(first, &mut jobs);
                 clock = clock.max(shared.config.clock.now().trunc_subsecs(6));
                 handoff.put(decide_part(&shared, &epoch, &mut pending, group, clock));
                 #[cfg(test)]
@@ -355,12 +333,40 @@ pub(super) fn spawn(
         .map_err(|e| Error::Io(format!("cannot start the writer thread: {e}")))
 }
 
+/// A queued job, taken apart.
+type Queued = (Vec<Command>, Writer, Reply);
+
+/// The jobs of the next part: `first`, then those already queued after it, until the part
+/// holds `PART_EVENTS` commands. `true` if a `Stop` came first: decide this part, then stop.
+fn next_part(first: Job, jobs: &mut mpsc::Receiver<Job>) -> (Vec<Queued>, bool) {
+    let mut part = Vec::new();
+    let mut size = 0;
+    let mut next = Some(first);
+    while let Some(job) = next.take() {
+        match job {
+            Job::Stop => return (part, true),
+            Job::Append {
+                commands,
+                writer,
+                reply,
+            } => {
+                size += commands.len();
+                part.push((commands, writer, reply));
+            }
+        }
+        if size < PART_EVENTS {
+            next = jobs.try_recv().ok();
+        }
+    }
+    (part, false)
+}
+
 /// Decides and encodes jobs against the roll and what is in flight.
 fn decide_part(
     shared: &Shared,
     epoch: &AtomicU64,
     pending: &mut Pending,
-    jobs: Vec<(Vec<Command>, Writer, Reply)>,
+    jobs: Vec<Queued>,
     now: DateTime<Utc>,
 ) -> Part {
     let today = now.with_timezone(&shared.config.utc_offset).date_naive();
@@ -907,8 +913,8 @@ mod tests {
     use crate::app::{Config, Register};
     use crate::domain::{Adjustment, Cause, HouseholdId, RelapseRecord};
 
-    fn event(seq: u64) -> Arc<Event> {
-        let command = Command {
+    fn command() -> Command {
+        Command {
             household_id: HouseholdId::parse("H1").expect("a valid id"),
             effective_date: chrono::NaiveDate::from_ymd_opt(2020, 1, 1).expect("a date"),
             document_ref: "test".into(),
@@ -919,8 +925,70 @@ mod tests {
                 income_per_capita: None,
                 note: String::new(),
             }),
-        };
-        Arc::new(command.recorded(seq, seq, DateTime::<Utc>::MIN_UTC, "test"))
+        }
+    }
+
+    fn event(seq: u64) -> Arc<Event> {
+        Arc::new(command().recorded(seq, seq, DateTime::<Utc>::MIN_UTC, "test"))
+    }
+
+    #[test]
+    fn a_part_takes_the_jobs_queued_until_it_holds_part_events() {
+        const HALF: usize = PART_EVENTS / 2;
+        const STOP: usize = 0;
+        // The jobs queued, by their number of commands (STOP for a `Stop`) → the parts the
+        // decider takes, by their jobs' numbers of commands, and whether it then stops.
+        let cases: [(Vec<usize>, Vec<Vec<usize>>, bool); 6] = [
+            (vec![1, 1, 1], vec![vec![1, 1, 1]], false),
+            (
+                vec![HALF, HALF, HALF],
+                vec![vec![HALF, HALF], vec![HALF]],
+                false,
+            ),
+            // A batch larger than a part is a part of its own, whole.
+            (
+                vec![1, 10 * PART_EVENTS, 1],
+                vec![vec![1, 10 * PART_EVENTS], vec![1]],
+                false,
+            ),
+            (
+                vec![10 * PART_EVENTS, 1],
+                vec![vec![10 * PART_EVENTS], vec![1]],
+                false,
+            ),
+            // What was taken before a `Stop` is still decided; what comes after it is not.
+            (vec![1, STOP, 1], vec![vec![1]], true),
+            (vec![STOP], vec![vec![]], true),
+        ];
+        for (queued, expected, stops) in cases {
+            let (send, mut jobs) = mpsc::channel(queued.len());
+            for &commands in &queued {
+                let job = match commands {
+                    STOP => Job::Stop,
+                    n => Job::Append {
+                        commands: vec![command(); n],
+                        writer: Writer {
+                            actor: "test".into(),
+                            scope: crate::app::Scope::All,
+                        },
+                        reply: oneshot::channel().0,
+                    },
+                };
+                assert!(send.try_send(job).is_ok(), "the channel holds every job");
+            }
+            let mut parts = Vec::new();
+            let mut stopped = false;
+            while let Ok(first) = jobs.try_recv() {
+                let (part, stop) = next_part(first, &mut jobs);
+                parts.push(part.iter().map(|(c, _, _)| c.len()).collect::<Vec<_>>());
+                if stop {
+                    stopped = true;
+                    break;
+                }
+            }
+            assert_eq!(parts, expected, "queued {queued:?}");
+            assert_eq!(stopped, stops, "queued {queued:?}");
+        }
     }
 
     /// In flight: two groups, seqs 11–12 and 13–15, over a roll at 10.
