@@ -21,7 +21,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 RUNS=${RUNS:-5}
-PORT=${PORT:-50996}
+PORT=${PORT:-29996}
 BIN=${BIN:-target/release/rollstore}
 [ -n "${NOBUILD:-}" ] || cargo build --release --quiet
 DIR=$(mktemp -d /tmp/rollstore-cpu.XXXXXX)

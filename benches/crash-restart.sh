@@ -27,7 +27,7 @@ cd "$(dirname "$0")/.."
 HOUSEHOLDS=${HOUSEHOLDS:-100000}
 EVENTS=${EVENTS:-900000}
 AFTER=${AFTER:-200000}
-PORT=${PORT:-50994}
+PORT=${PORT:-29994}
 BIN=${BIN:-target/release/rollstore}
 [ -n "${NOBUILD:-}" ] || cargo build --release --quiet
 # shellcheck source=benches/settle.sh

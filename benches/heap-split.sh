@@ -18,7 +18,7 @@ cd "$(dirname "$0")/.."
 HOUSEHOLDS=${HOUSEHOLDS:-1000000}
 EVENTS=${EVENTS:-3000000}
 IDS=(); [ -z "${REQUEST_IDS:-}" ] || IDS=(--request-ids)
-PORT=${PORT:-50992}
+PORT=${PORT:-29992}
 BIN=target/heap-stats/release/rollstore
 cargo build --release --quiet --features heap-stats --target-dir target/heap-stats
 # shellcheck source=benches/settle.sh

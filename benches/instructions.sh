@@ -21,7 +21,7 @@
 set -euo pipefail
 [ $# -ge 1 ] || { sed -n '2,/^set /p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 2; }
 cd "$(dirname "$0")/.."
-PORT=${PORT:-50997}
+PORT=${PORT:-29997}
 BATCH=${BATCH:-1000}
 WARM=${WARM:-10}
 REQUESTS=${REQUESTS:-30}

@@ -16,7 +16,7 @@
 # in /proc/<pid>/io: page cache hits and disk alike), and the RSS restarted. In MiB throughout.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-PORT=${PORT:-50995}
+PORT=${PORT:-29995}
 BIN=${BIN:-target/release/rollstore}
 [ -n "${NOBUILD:-}" ] || cargo build --release --quiet
 # shellcheck source=benches/start-up-log.sh

@@ -27,7 +27,7 @@ IDS=(); [ -z "${REQUEST_IDS:-}" ] || IDS=(--request-ids)
 # A store of its own, removed at the end (~12 GiB at the scale, with the export), unless
 # DIR names where to keep it.
 if [ -n "${DIR:-}" ]; then KEPT=1; else KEPT=; DIR=$(mktemp -d /tmp/rollstore-scale.XXXXXX); fi
-PORT=${PORT:-50999}
+PORT=${PORT:-29999}
 BIN=${BIN:-target/release/rollstore}
 mkdir -p "$DIR"
 [ -n "${NOBUILD:-}" ] || cargo build --release --quiet

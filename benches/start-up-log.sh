@@ -1,6 +1,10 @@
 # Sourced by the bench scripts that start a server. The server's log (stderr) has ANSI
 # colours; the readers below read it without them.
 #
+# The scripts' default ports (PORT, 29992–29999) are below Linux's ephemeral range (32768–60999
+# here, /proc/sys/net/ipv4/ip_local_port_range): inside it, an outgoing connection of any
+# process, a load generator's among them, can hold the port just as a server is to listen on it.
+#
 #   start_serving DIR               starts $BIN serving DIR/store on 127.0.0.1:$PORT, with
 #                                   serve's options from SERVE_ARGS and its log appended to
 #                                   DIR/server.log, and sets SERVER to its pid

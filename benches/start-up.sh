@@ -17,7 +17,7 @@ set -euo pipefail
 STORE=$1
 shift
 [ -d "$STORE" ] || { echo "no store at $STORE" >&2; exit 1; }
-PORT=${PORT:-50996}
+PORT=${PORT:-29996}
 DIR=$(mktemp -d /tmp/rollstore-start.XXXXXX)
 SERVER=
 trap '[ -z "$SERVER" ] || { kill -9 "$SERVER"; wait "$SERVER"; } 2>/dev/null; rm -rf "$DIR"' EXIT
