@@ -302,10 +302,12 @@ struct ServeArgs {
     #[arg(long, default_value = "127.0.0.1:50051", env = "ROLLSTORE_LISTEN")]
     listen: SocketAddr,
     /// Write a checkpoint of the whole roll (the projections) in the background after this
-    /// many events. Each is 1–7 s of background work at 10M events (writes wait only for one
-    /// piece of it at a time), and writes made while one runs are noted in memory until it
-    /// ends: with 500,000, a bulk load of 10M events with request_ids peaked at 1,069 MiB and
-    /// ran at 58,601/s, against 973–1,020 MiB and 66,000–74,000/s with the default.
+    /// many events, or after as many events as the roll has households if it has more (see
+    /// --fixed-checkpoint-spacing). Each is 1–7 s of background work at 10M events (writes
+    /// wait only for one piece of it at a time), and writes made while one runs are noted in
+    /// memory until it ends: with 500,000, a bulk load of 10M events with request_ids peaked
+    /// at 1,069 MiB and ran at 58,601/s, against 973–1,020 MiB and 66,000–74,000/s with the
+    /// default.
     #[arg(long, default_value_t = 1_000_000, value_parser = clap::value_parser!(u64).range(1..))]
     checkpoint_every: u64,
     /// Between whole checkpoints, write a delta on the last one after this many events: only
@@ -314,9 +316,19 @@ struct ServeArgs {
     /// (events replayed at a start-up count toward the next). A restart decodes the
     /// checkpoint and the delta (1–3 s at 10M events, beside sled's open, which
     /// --reopen-log-every bounds), then replays the tail at ~3 µs an event. 0: no deltas, and
-    /// a restart replays up to --checkpoint-every events.
+    /// a restart replays up to --checkpoint-every events. When whole checkpoints are spaced
+    /// by the roll's households, deltas are at least a quarter of that apart.
     #[arg(long, default_value_t = 250_000)]
     delta_every: u64,
+    /// Keep whole checkpoints and deltas exactly --checkpoint-every and --delta-every events
+    /// apart however large the roll. By default a roll of more households than
+    /// --checkpoint-every has a whole checkpoint only every as many events as it has
+    /// households, and deltas at least a quarter of that apart: a whole checkpoint costs the
+    /// whole roll (4–7 s of CPU at 3M households), and every 1M events they would run back to
+    /// back on a national roll. The price is a longer replay after a crash on such a roll (up
+    /// to ~750,000 events at 3M households).
+    #[arg(long)]
+    fixed_checkpoint_spacing: bool,
     /// Close and reopen the log's database (sled) after the first background checkpoint once
     /// this many events were written since it last opened; 0: never. sled writes its snapshot
     /// only when it opens, and a start-up after a crash re-reads everything written since
@@ -549,6 +561,7 @@ async fn serve(args: ServeArgs) -> Result<(), String> {
         max_batch: args.limits.max_batch,
         checkpoint_every: args.checkpoint_every,
         delta_every: args.delta_every,
+        checkpoints_spaced_by_roll: !args.fixed_checkpoint_spacing,
         reopen_log_every: args.reopen_log_every,
         ..Config::default()
     };

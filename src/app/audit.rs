@@ -20,8 +20,9 @@
 //! ```
 //!
 //! A whole checkpoint every `checkpoint_every` events and a delta every `delta_every` in
-//! between bound a start-up's replay to the latter: a delta holds only the households and
-//! request entries that changed since its base, so it is cheap enough to write often.
+//! between (both further apart on a roll of more households: `Spacing` in `app`) bound a
+//! start-up's replay to the latter: a delta holds only the households and request entries
+//! that changed since its base, so it is cheap enough to write often.
 
 use std::collections::BTreeSet;
 use std::io::{BufRead, Write};

@@ -57,6 +57,9 @@ pub struct Config {
     /// Between those, write a delta on the last one (what changed since) after this many
     /// events; 0: never. A start-up replays at most about this many events.
     pub delta_every: u64,
+    /// Space both further apart on a roll of more households than `checkpoint_every`
+    /// ([`Spacing`]); if not, they are exactly as set.
+    pub checkpoints_spaced_by_roll: bool,
     /// Reopen the log's database at the first background checkpoint after this many events
     /// since it last opened (see [`crate::store::Log::reopen`]); 0: never.
     pub reopen_log_every: u64,
@@ -89,6 +92,7 @@ impl Default for Config {
             clock: Clock::System,
             checkpoint_every: 1_000_000,
             delta_every: 250_000,
+            checkpoints_spaced_by_roll: true,
             reopen_log_every: 4_000_000,
         }
     }
@@ -225,6 +229,9 @@ struct Shared {
     /// Where the next delta counts from: the seq of the last delta written on that
     /// checkpoint, or of the checkpoint, or where the log last reopened after it.
     deltaed: std::sync::atomic::AtomicU64,
+    /// The roll's households when the last whole checkpoint was written (or the roll loaded):
+    /// what spaces the checkpoints on a large roll ([`Spacing`]).
+    households_at_whole: std::sync::atomic::AtomicU64,
     /// Set if the roll could not follow a committed event: writes stop until a restart
     /// rebuilds it from the log.
     failed: std::sync::Mutex<Option<String>>,
@@ -271,6 +278,7 @@ impl Register {
             from.how
         );
         let head = roll.head();
+        let households = roll.households() as u64;
         let shared = Arc::new(Shared {
             log,
             roll: RwLock::new(roll),
@@ -284,6 +292,7 @@ impl Register {
             // at most about `checkpoint_every` events however often the server crashes.
             checkpointed: std::sync::atomic::AtomicU64::new(from.checkpoint_seq),
             deltaed: std::sync::atomic::AtomicU64::new(from.delta_seq),
+            households_at_whole: std::sync::atomic::AtomicU64::new(households),
             failed: std::sync::Mutex::new(None),
             #[cfg(test)]
             faults: writer::Faults::default(),
@@ -679,6 +688,13 @@ impl Shared {
         let head = drafted.head;
         if extent == Extent::Whole {
             self.checkpointed.store(head.seq, Ordering::SeqCst);
+            let households = self
+                .roll
+                .read()
+                .expect("the roll lock is never held across a panic")
+                .households();
+            self.households_at_whole
+                .store(households as u64, Ordering::SeqCst);
             // A delta on the checkpoint before builds on nothing now (a start-up would not
             // use it either: its base is not this checkpoint).
             if let Err(error) = checkpoint::remove_delta(self.log.dir()) {
@@ -733,25 +749,14 @@ impl Shared {
         self.deltaed.fetch_max(head, Ordering::SeqCst);
     }
 
-    /// What is due, if anything: a whole checkpoint once `checkpoint_every` events came since
-    /// the last, else a delta on it once `delta_every` came since the last of either.
+    /// What is due, if anything: a whole checkpoint, or a delta on the last one, by
+    /// [`Spacing`].
     fn checkpoint_due(&self) -> Option<Extent> {
         let head = self.committed.borrow().to_owned();
         let whole = self.checkpointed.load(Ordering::SeqCst);
         let latest = self.deltaed.load(Ordering::SeqCst).max(whole);
-        let Config {
-            checkpoint_every,
-            delta_every,
-            ..
-        } = self.config;
-        if head.saturating_sub(whole) >= checkpoint_every {
-            Some(Extent::Whole)
-        } else if whole > 0 && delta_every > 0 && head.saturating_sub(latest) >= delta_every {
-            // A delta needs a checkpoint on disk to build on (none is at seq 0).
-            Some(Extent::After(whole))
-        } else {
-            None
-        }
+        let households = self.households_at_whole.load(Ordering::SeqCst);
+        Spacing::of(&self.config, households).due(head, whole, latest)
     }
 
     /// Starts a background checkpoint (or delta) if enough events came since the last one.
@@ -775,6 +780,66 @@ impl Shared {
             });
         if spawned.is_err() {
             self.checkpointing.store(false, Ordering::SeqCst);
+        }
+    }
+}
+
+/// How many events apart the background checkpoints are. A whole checkpoint costs the whole
+/// roll, a delta what changed since the whole checkpoint it builds on, so on a large roll both
+/// are spaced by its size:
+///
+/// ```text
+///   whole checkpoints   every max(checkpoint_every, households at the last one) events
+///   deltas between      every max(delta_every, that / 4) events           (none if delta_every is 0)
+/// ```
+///
+/// Up to a million households (the defaults) nothing changes. At 3M households and a whole
+/// checkpoint every 1M events, each took 4–7 s of CPU and they ran nearly back to back, ~5.8 µs
+/// an event in all (README, *Toward a national roll*); spaced by the roll, a whole checkpoint
+/// costs about as many events as the roll has households, and three deltas between keep a
+/// start-up's replay to about a quarter of that. The price on a large roll is that replay: a
+/// crash at 3M households replays up to ~750,000 events (~2.5 s) where it would replay 250,000.
+/// With `checkpoints_spaced_by_roll` off (`serve --fixed-checkpoint-spacing`), the intervals
+/// are exactly as set.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Spacing {
+    whole_every: u64,
+    /// 0: no deltas.
+    delta_every: u64,
+}
+
+impl Spacing {
+    fn of(config: &Config, households: u64) -> Spacing {
+        if !config.checkpoints_spaced_by_roll {
+            return Spacing {
+                whole_every: config.checkpoint_every,
+                delta_every: config.delta_every,
+            };
+        }
+        let whole_every = config.checkpoint_every.max(households);
+        let delta_every = match config.delta_every {
+            0 => 0,
+            every => every.max(whole_every / 4),
+        };
+        Spacing {
+            whole_every,
+            delta_every,
+        }
+    }
+
+    /// What is due at `head`, with the last whole checkpoint at `whole` and the last delta (or
+    /// the whole checkpoint, or the log's reopening) at `latest`.
+    fn due(self, head: u64, whole: u64, latest: u64) -> Option<Extent> {
+        if head.saturating_sub(whole) >= self.whole_every {
+            Some(Extent::Whole)
+        } else if whole > 0
+            && self.delta_every > 0
+            && head.saturating_sub(latest) >= self.delta_every
+        {
+            // A delta needs a checkpoint on disk to build on (none is at seq 0).
+            Some(Extent::After(whole))
+        } else {
+            None
         }
     }
 }
@@ -803,6 +868,83 @@ fn thread_cpu_time() -> std::time::Duration {
 mod tests {
     use super::*;
     use crate::store::checkpoint;
+
+    #[test]
+    fn a_large_roll_spaces_its_checkpoints_by_its_households() {
+        // (checkpoint_every, delta_every, households at the last whole checkpoint)
+        //   → (events between whole checkpoints, between deltas)
+        type Set = (u64, u64, u64);
+        let cases: [(Set, (u64, u64)); 6] = [
+            ((1_000_000, 250_000, 0), (1_000_000, 250_000)),
+            ((1_000_000, 250_000, 1_000_000), (1_000_000, 250_000)),
+            ((1_000_000, 250_000, 3_000_000), (3_000_000, 750_000)),
+            ((1_000_000, 250_000, 30_000_000), (30_000_000, 7_500_000)),
+            // No deltas stays no deltas.
+            ((1_000_000, 0, 3_000_000), (3_000_000, 0)),
+            // Deltas set further apart than a quarter stay as set.
+            ((100, 90, 200), (200, 90)),
+        ];
+        for ((checkpoint_every, delta_every, households), (whole, delta)) in cases {
+            let config = Config {
+                checkpoint_every,
+                delta_every,
+                ..Config::default()
+            };
+            assert_eq!(
+                Spacing::of(&config, households),
+                Spacing {
+                    whole_every: whole,
+                    delta_every: delta
+                },
+                "every {checkpoint_every}, deltas every {delta_every}, {households} households"
+            );
+            // Not spaced by the roll: exactly as set, whatever its size.
+            let fixed = Config {
+                checkpoints_spaced_by_roll: false,
+                ..config
+            };
+            assert_eq!(
+                Spacing::of(&fixed, households),
+                Spacing {
+                    whole_every: checkpoint_every,
+                    delta_every
+                },
+                "fixed: every {checkpoint_every}, deltas every {delta_every}, {households} households"
+            );
+        }
+    }
+
+    #[test]
+    fn a_checkpoint_is_due_by_the_events_since_the_last() {
+        let spacing = Spacing {
+            whole_every: 100,
+            delta_every: 30,
+        };
+        // (head, last whole checkpoint, last delta or whole) → what is due
+        let cases: [((u64, u64, u64), Option<Extent>); 7] = [
+            ((99, 0, 0), None),
+            ((100, 0, 0), Some(Extent::Whole)),
+            // No whole checkpoint yet: nothing for a delta to build on.
+            ((50, 0, 0), None),
+            ((129, 100, 100), None),
+            ((130, 100, 100), Some(Extent::After(100))),
+            ((159, 100, 130), None),
+            // A whole checkpoint due comes before a delta due.
+            ((200, 100, 160), Some(Extent::Whole)),
+        ];
+        for ((head, whole, latest), expected) in cases {
+            assert_eq!(
+                spacing.due(head, whole, latest),
+                expected,
+                "head {head}, whole at {whole}, latest at {latest}"
+            );
+        }
+        let no_deltas = Spacing {
+            whole_every: 100,
+            delta_every: 0,
+        };
+        assert_eq!(no_deltas.due(199, 100, 100), None);
+    }
 
     /// One run of the server: its `checkpoint_every`, and the commands it appends.
     type Run = (u64, usize);
@@ -844,6 +986,9 @@ mod tests {
         for &(every, writes) in runs {
             let config = Config {
                 checkpoint_every: every,
+                // The demo's households outnumber these small intervals; spaced by the roll,
+                // the checkpoints would fall elsewhere than these cases count.
+                checkpoints_spaced_by_roll: false,
                 ..Config::default()
             };
             let register = Register::open(dir.path(), config).expect("the store opens");
@@ -910,6 +1055,9 @@ mod tests {
             let config = Config {
                 checkpoint_every,
                 delta_every,
+                // The demo's households outnumber these small intervals; spaced by the roll,
+                // the checkpoints would fall elsewhere than these cases count.
+                checkpoints_spaced_by_roll: false,
                 ..Config::default()
             };
             let register = Register::open(dir.path(), config).expect("the store opens");
@@ -956,6 +1104,9 @@ mod tests {
             let dir = tempfile::tempdir().expect("a temporary directory");
             let config = Config {
                 checkpoint_every: 50,
+                // The demo's households outnumber these small intervals; spaced by the roll,
+                // the checkpoints would fall elsewhere than these cases count.
+                checkpoints_spaced_by_roll: false,
                 reopen_log_every: every,
                 ..Config::default()
             };
