@@ -337,7 +337,8 @@ pub(super) fn spawn(
 type Queued = (Vec<Command>, Writer, Reply);
 
 /// The jobs of the next part: `first`, then those already queued after it, until the part
-/// holds `PART_EVENTS` commands. `true` if a `Stop` came first: decide this part, then stop.
+/// holds `PART_EVENTS` commands. `true` if a `Stop` was among them: decide what was taken
+/// before it, then stop (the jobs queued after it are not taken).
 fn next_part(first: Job, jobs: &mut mpsc::Receiver<Job>) -> (Vec<Queued>, bool) {
     let mut part = Vec::new();
     let mut size = 0;
