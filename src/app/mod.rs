@@ -1086,6 +1086,45 @@ mod tests {
         }
     }
 
+    /// Given a server spaced by the roll, with a whole checkpoint every 50 events, when a
+    /// checkpoint is written over a roll of more households than that, then the next whole
+    /// checkpoint waits for as many events as that roll had households.
+    #[tokio::test]
+    async fn a_whole_checkpoint_spaces_the_next_by_the_households_it_held() {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let config = Config {
+            checkpoint_every: 50,
+            delta_every: 0,
+            ..Config::default()
+        };
+        let register = Register::open(dir.path(), config).expect("the store opens");
+        let mut commands = crate::demo::baota::generate(1).commands.into_iter();
+        let mut append = async |n: usize| {
+            let batch: Vec<_> = commands.by_ref().take(n).collect();
+            register.append(batch).await.expect("the batch lands");
+            checkpoint_finished(&register).await;
+        };
+        // An empty roll: the first whole checkpoint comes after 50 events, here 120.
+        append(120).await;
+        assert_eq!(checkpoint_on_disk(dir.path()), 120);
+        let households = register
+            .shared
+            .roll
+            .read()
+            .expect("the roll lock")
+            .households() as u64;
+        assert!(
+            households > 60,
+            "the demo's first 120 commands identify more than 60 households ({households})"
+        );
+        // 60 more would be a checkpoint at a fixed spacing of 50; spaced by the roll, not yet.
+        append(60).await;
+        assert_eq!(checkpoint_on_disk(dir.path()), 120);
+        // Once as many events as it held households have come, the next is written.
+        append(usize::try_from(households).expect("a small count") - 60).await;
+        assert_eq!(checkpoint_on_disk(dir.path()), 120 + households);
+    }
+
     #[tokio::test]
     async fn the_log_is_reopened_after_a_checkpoint_once_enough_was_written_since_it_opened() {
         // (reopen_log_every, then where sled last opened after each batch of 60 commands,
