@@ -122,9 +122,11 @@ const GROUPS_TO_FOLD: usize = 1;
 /// The largest group the committer folds itself when the folder is idle (see `Folder::fold`).
 const FOLD_HERE_EVENTS: usize = 64;
 
-/// Where a unit test holds the folder, fails commits and follows the decider, to force an
-/// ordering that real timing makes too narrow to hit: a commit failing while the group before it is still being folded
-/// (see `commit`). Test builds only; a server has none of this.
+/// Where a unit test holds the folder or the checkpoint thread, fails commits and follows the
+/// decider, to force an ordering that real timing makes too narrow to hit: a commit failing
+/// while the group before it is still being folded (see `commit`), or writes landing while a
+/// whole checkpoint is being written (see `Shared::maybe_checkpoint`). Test builds only; a
+/// server has none of this.
 #[cfg(test)]
 #[derive(Default)]
 pub(super) struct Faults {
@@ -133,40 +135,59 @@ pub(super) struct Faults {
     appends_failed: AtomicU64,
     /// Parts the decider has decided and handed over.
     parts_decided: AtomicU64,
-    folder: Mutex<FolderHold>,
-    folder_moved: Condvar,
+    /// Stops the folder before the next group it applies.
+    pub(super) folder: Gate,
+    /// Stops the checkpoint thread once a whole checkpoint is written, before what follows it.
+    pub(super) checkpoint: Gate,
+}
+
+/// A place in a thread's work where a test can stop it: set to [`Hold::Next`], the thread
+/// stops there the next time it passes, says so ([`Hold::Holding`]), and waits until set
+/// [`Hold::Free`].
+#[cfg(test)]
+#[derive(Default)]
+pub(super) struct Gate {
+    hold: Mutex<Hold>,
+    moved: Condvar,
 }
 
 #[cfg(test)]
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-enum FolderHold {
+pub(super) enum Hold {
     #[default]
     Free,
-    /// The folder stops before the next group it applies...
-    Hold,
+    /// The thread stops the next time it passes...
+    Next,
     /// ...and has: it waits there until set free.
     Holding,
 }
 
 #[cfg(test)]
-impl Faults {
-    fn set_folder(&self, hold: FolderHold) {
-        *self.folder.lock().expect("a test's lock") = hold;
-        self.folder_moved.notify_all();
+impl Gate {
+    pub(super) fn set(&self, hold: Hold) {
+        *self.hold.lock().expect("a test's lock") = hold;
+        self.moved.notify_all();
     }
 
-    /// Called by the folder before it applies a group.
-    fn folder_waits_if_held(&self) {
-        let mut hold = self.folder.lock().expect("a test's lock");
-        if *hold == FolderHold::Hold {
-            *hold = FolderHold::Holding;
-            self.folder_moved.notify_all();
-            while *hold == FolderHold::Holding {
-                hold = self.folder_moved.wait(hold).expect("a test's lock");
+    pub(super) fn is(&self, hold: Hold) -> bool {
+        *self.hold.lock().expect("a test's lock") == hold
+    }
+
+    /// Called by the thread where it may be held.
+    pub(super) fn wait_if_held(&self) {
+        let mut hold = self.hold.lock().expect("a test's lock");
+        if *hold == Hold::Next {
+            *hold = Hold::Holding;
+            self.moved.notify_all();
+            while *hold == Hold::Holding {
+                hold = self.moved.wait(hold).expect("a test's lock");
             }
         }
     }
+}
 
+#[cfg(test)]
+impl Faults {
     /// Called by `append`: the failure a full disk or a failing device would give.
     fn append_fails(&self) -> Result<(), Error> {
         if self.fail_appends.load(Ordering::SeqCst) {
@@ -557,7 +578,7 @@ impl Folder {
                         match fold {
                             Fold::Group(group) => {
                                 #[cfg(test)]
-                                shared.faults.folder_waits_if_held();
+                                shared.faults.folder.wait_if_held();
                                 stop_writes_on_panic(&shared, "folder", || apply(&shared, group))
                             }
                             Fold::Barrier(done) => {
@@ -1063,13 +1084,13 @@ mod tests {
         );
         let household = held[0].household_id.clone();
         let identified_on = held[0].effective_date;
-        faults.set_folder(FolderHold::Hold);
+        faults.folder.set(Hold::Next);
         let first = tokio::spawn({
             let register = register.clone();
             async move { register.append(held).await }
         });
         until("the folder holding the first group", || {
-            *faults.folder.lock().expect("a test's lock") == FolderHold::Holding
+            faults.folder.is(Hold::Holding)
         })
         .await;
 
@@ -1111,7 +1132,7 @@ mod tests {
             faults.parts_decided.load(Ordering::SeqCst) > decided
         })
         .await;
-        faults.set_folder(FolderHold::Free);
+        faults.folder.set(Hold::Free);
 
         // then the first group lands, the failed one is refused with its cause, and the
         // command is decided over the first group: the decider did not start again from a
