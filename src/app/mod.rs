@@ -1040,6 +1040,19 @@ mod tests {
         }
     }
 
+    /// How a start-up on the store in `dir` loads the roll (from a checkpoint, a delta and the
+    /// tail after them, or by replay), checking that the roll so loaded is the replay of the
+    /// whole log.
+    fn start_up_of(dir: &Path, case: &str) -> String {
+        let (log, roll, from) = audit::open_with_roll(dir).expect(case);
+        let replayed = audit::replay(&log, &|_| {}).expect(case);
+        assert!(
+            roll == replayed,
+            "{case}: the roll is not the replay of the log"
+        );
+        from.how
+    }
+
     /// Given a server with a `checkpoint_every` and a `delta_every` that appends batches of
     /// demo commands, letting each background checkpoint or delta finish, and then crashes
     /// (and where the delta on disk is then damaged, if it is: a byte counted from its end, in
@@ -1096,13 +1109,7 @@ mod tests {
                 bytes[at] ^= 1;
                 std::fs::write(&delta, bytes).expect("the delta is rewritten");
             }
-            let (log, roll, from) = audit::open_with_roll(dir.path()).expect(&case);
-            assert_eq!(from.how, expected, "{case}");
-            let replayed = audit::replay(&log, &|_| {}).expect(&case);
-            assert!(
-                roll == replayed,
-                "{case}: the roll is not the replay of the log"
-            );
+            assert_eq!(start_up_of(dir.path(), &case), expected, "{case}");
         }
     }
 
@@ -1199,13 +1206,7 @@ mod tests {
             checkpoint_finished(&register).await;
             assert_eq!(register.shared.log.opened_at(), opened_at, "{case}");
             drop(register);
-            let (log, roll, from) = audit::open_with_roll(dir.path()).expect(&case);
-            assert_eq!(from.how, expected, "{case}");
-            let replayed = audit::replay(&log, &|_| {}).expect(&case);
-            assert!(
-                roll == replayed,
-                "{case}: the roll is not the replay of the log"
-            );
+            assert_eq!(start_up_of(dir.path(), &case), expected, "{case}");
         }
     }
 
