@@ -12,12 +12,15 @@
 #   BIN=/tmp/other/rollstore NOBUILD=1 …                         # another build, A/B
 #   SERVE_ARGS="--reopen-log-every 0" …                          # serve's options, A/B
 #   DIR=/tmp/scale …                                             # keep the store there
+#   FULL_ROUNDS=5 …             # the full store's single writes 5 times, 10 s apart (default 1)
 #
 # The first restart comes right after the load, while the kernel may still be writing back the
 # load's gigabytes; later ones show the restart of a settled machine. The full store's single
 # writes wait for the server to settle first (the load's last background checkpoint). Its
-# comparison with the empty store's, one run each an hour apart, is still only indicative on a
-# shared machine: alternate runs against the two stores for a ratio.
+# comparison with the empty store's, one run each minutes apart, is still only indicative on a
+# shared machine: alternate runs against the two stores for a ratio. One run can fall far
+# from the rest (-43% and -60% in single runs; five rounds 10 s apart, -8% to -20%:
+# benches/JOURNAL.md, seventeenth session), which FULL_ROUNDS shows.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 HOUSEHOLDS=${HOUSEHOLDS:-100000}
@@ -58,8 +61,12 @@ began=$(date +%s%N)
     --households "$HOUSEHOLDS" --requests $((EVENTS / 1000)) --seconds 36000 "${IDS[@]}" \
     --json "$DIR/load.json" | tail -5
 loaded_in=$(( ($(date +%s%N) - began) / 1000000000 ))
-settle "$SERVER"
-"$BIN" bench --address "127.0.0.1:$PORT" --concurrency 32 --seconds 5 --json "$DIR/full-single.json" | tail -4
+settle "$SERVER" "$DIR/store"
+for round in $(seq "${FULL_ROUNDS:-1}"); do
+    [ "$round" = 1 ] || sleep 10
+    "$BIN" bench --address "127.0.0.1:$PORT" --concurrency 32 --seconds 5 \
+        --json "$DIR/full-single-$round.json" | tail -4
+done
 rss=$(peak_rss_mib)
 kill -TERM "$SERVER"; wait "$SERVER" || true
 disk=$(du -sm "$DIR/store" | cut -f1)
@@ -85,5 +92,7 @@ echo "restart:  ${restarts[*]} ms until it serves (checkpoint + tail; first righ
 echo "reopens:  $(reopens "$DIR/server.log")"
 python3 -c "
 import json
-e=json.load(open('$DIR/empty-single.json')); f=json.load(open('$DIR/full-single.json'))
-print(f\"single writes, 32 clients: empty {e['events_per_second']:.0f}/s p99 {e['latency_ms']['p99']:.1f} ms; full {f['events_per_second']:.0f}/s p99 {f['latency_ms']['p99']:.1f} ms ({100*(f['events_per_second']/e['events_per_second']-1):+.0f}%)\")"
+e=json.load(open('$DIR/empty-single.json'))
+full=[json.load(open(f'$DIR/full-single-{r}.json')) for r in range(1, ${FULL_ROUNDS:-1} + 1)]
+rounds='; '.join(f\"{f['events_per_second']:.0f}/s p99 {f['latency_ms']['p99']:.1f} ms ({100*(f['events_per_second']/e['events_per_second']-1):+.0f}%)\" for f in full)
+print(f\"single writes, 32 clients: empty {e['events_per_second']:.0f}/s p99 {e['latency_ms']['p99']:.1f} ms; full {rounds}\")"
