@@ -56,7 +56,7 @@ load() {
         --households "$HOUSEHOLDS" --requests $(($1 / 1000)) --seconds 36000 ${LOAD_ARGS:-} |
         grep -E '^events'
     # A background checkpoint may be encoding still: let it finish, as a crash would not.
-    settle "$SERVER" "$DIR/store"
+    settle "$SERVER"
     reopens "$DIR/server.log"
 }
 

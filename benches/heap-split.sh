@@ -47,7 +47,7 @@ start_server
 "$BIN" bench --address "127.0.0.1:$PORT" --concurrency 4 --batch 1000 --mix mixed \
     --households "$HOUSEHOLDS" --requests $((EVENTS / 1000)) --seconds 36000 "${IDS[@]}" |
     grep -E '^events'
-settle "$SERVER" "$DIR/store"
+settle "$SERVER"
 peak=$(awk '$1 == "VmHWM:" { print int($2 / 1024) }' "/proc/$SERVER/status")
 kill -TERM "$SERVER"
 wait "$SERVER" || true

@@ -61,7 +61,7 @@ began=$(date +%s%N)
     --households "$HOUSEHOLDS" --requests $((EVENTS / 1000)) --seconds 36000 "${IDS[@]}" \
     --json "$DIR/load.json" | tail -5
 loaded_in=$(( ($(date +%s%N) - began) / 1000000000 ))
-settle "$SERVER" "$DIR/store"
+settle "$SERVER"
 for round in $(seq "${FULL_ROUNDS:-1}"); do
     [ "$round" = 1 ] || sleep 10
     "$BIN" bench --address "127.0.0.1:$PORT" --concurrency 32 --seconds 5 \
