@@ -10,7 +10,7 @@ settle() {
     ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }  # utime + stime, 1/100 s
     # A checkpoint or delta is written to roll.checkpoint.tmp or roll.delta.tmp, held open
     # until it is synced, then renamed into place (src/store/checkpoint.rs). The open file,
-    # not the name: a crash leaves a .tmp behind until the next checkpoint replaces it.
+    # not the name: a crash leaves a .tmp behind until the server starts again.
     writing() { find "/proc/$1/fd" -lname '*/roll.*.tmp' 2>/dev/null | grep -q .; }
     for _ in $(seq 120); do
         before=$(ticks "$1"); sleep 0.5

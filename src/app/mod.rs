@@ -268,6 +268,11 @@ impl Register {
     /// starts the writer.
     pub fn open(dir: &Path, config: Config) -> Result<Self, Error> {
         let (log, roll, from) = audit::open_with_roll(dir)?;
+        // The log is open, so this process holds the store: a checkpoint file half-written is
+        // a crashed run's, not another server's.
+        if let Err(error) = checkpoint::remove_unfinished(dir) {
+            tracing::warn!(%error, "a half-written checkpoint file stays until the next checkpoint");
+        }
         tracing::info!(
             head = roll.head(),
             households = roll.households(),
@@ -1157,6 +1162,43 @@ mod tests {
         // Once as many events as it held households have come, the next is written.
         append(usize::try_from(households).expect("a small count") - 60).await;
         assert_eq!(checkpoint_on_disk(dir.path()), 120 + households);
+    }
+
+    /// Given a store closed with a checkpoint, and then a crash while its next checkpoint was
+    /// being written (the draft left on disk), when a server opens it, then the draft is gone
+    /// and the roll loads from the checkpoint before.
+    #[tokio::test]
+    async fn a_start_removes_the_checkpoint_a_crash_left_half_written() {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let register = Register::open(dir.path(), Config::default()).expect("the store opens");
+        let commands = crate::demo::baota::generate(1)
+            .commands
+            .into_iter()
+            .take(50);
+        register
+            .append(commands.collect())
+            .await
+            .expect("the batch lands");
+        register.close().await;
+        drop(register);
+        let (at, _) = checkpoint::read(dir.path()).expect("the close wrote a checkpoint");
+        drop(checkpoint::Draft::create(dir.path(), at).expect("a draft"));
+        let unfinished = || {
+            std::fs::read_dir(dir.path())
+                .expect("the store's directory lists")
+                .filter(|entry| {
+                    let entry = entry.as_ref().expect("an entry");
+                    entry.file_name().to_string_lossy().ends_with(".tmp")
+                })
+                .count()
+        };
+        assert_eq!(unfinished(), 1);
+        drop(Register::open(dir.path(), Config::default()).expect("the store opens again"));
+        assert_eq!(unfinished(), 0);
+        assert_eq!(
+            start_up_of(dir.path(), "after the reopen"),
+            "checkpoint at seq 50, replayed 0 events after it"
+        );
     }
 
     /// Given a whole checkpoint every 100 events, when a batch of 110 makes one due and more
