@@ -17,7 +17,8 @@
 //! hash(base seq) ‖ payload`. It is used only on top of the whole checkpoint at its base.
 //!
 //! A checkpoint is written to a temporary file, fsynced, renamed over the old one and the
-//! directory fsynced, so that a crash leaves either the old checkpoint or the new one. It is
+//! directory fsynced, so that a crash leaves either the old checkpoint or the new one (and
+//! perhaps the temporary file, which the next server to open the store removes). It is
 //! only ever a shortcut: the log is the truth, and a checkpoint that is missing, damaged, or
 //! tied to a position whose hash the log does not have is ignored (the caller replays the log).
 //! This module knows bytes and sections, not what they mean.
@@ -445,8 +446,10 @@ pub fn remove_delta(dir: &Path) -> Result<(), Error> {
 /// then it holds disk (a whole roll's worth, 245 MB at 1M households). Only for the store's
 /// one writer, once it holds the store (sled's lock): a running server's are its own.
 pub fn remove_unfinished(dir: &Path) -> Result<(), Error> {
-    remove_file(&Form::Whole.temporary(dir))?;
-    remove_file(&Form::Delta.temporary(dir))
+    // Both are tried: one that cannot be removed does not keep the other.
+    let whole = remove_file(&Form::Whole.temporary(dir));
+    let delta = remove_file(&Form::Delta.temporary(dir));
+    whole.and(delta)
 }
 
 fn remove_file(path: &Path) -> Result<(), Error> {
