@@ -103,6 +103,33 @@ async fn a_full_disk_refuses_writes_loses_nothing_and_recovers() {
     assert_eq!(report.chain.verified.seq, acknowledged + 1);
 }
 
+/// A checkpoint that the disk fills under (here the shutdown's) leaves no file behind: its
+/// temporary file would hold the very space that ran out.
+#[tokio::test]
+async fn a_checkpoint_the_disk_fills_under_leaves_no_file_behind() {
+    let Some((dir, _mount, data, register)) = register_on_a_small_disk() else {
+        return;
+    };
+    let batch: Vec<_> = (0..1_000u32)
+        .map(|k| identify(&format!("H{k}"), "2016-03-01", &[k]))
+        .collect();
+    register.append(batch).await.unwrap();
+    // Whatever the store left free goes to a file beside it.
+    let mut filler = std::fs::File::create(dir.path().join("filler")).unwrap();
+    while std::io::Write::write_all(&mut filler, &[0; 4096]).is_ok() {}
+    register.close().await;
+    let left: Vec<_> = std::fs::read_dir(&data)
+        .unwrap()
+        .map(|entry| entry.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|name| name.ends_with(".tmp"))
+        .collect();
+    assert!(left.is_empty(), "left behind: {left:?}");
+    assert!(
+        !data.join("roll.checkpoint").exists(),
+        "the checkpoint cannot have been written on a full disk"
+    );
+}
+
 /// Many writers at once when the disk fills: the commit that fails takes with it only the
 /// writes decided over it, each refused with UNAVAILABLE; every write acknowledged before it,
 /// including those still being applied to the roll while it failed, is in the log and in the

@@ -683,14 +683,28 @@ impl Shared {
                     .hash,
             }),
         };
-        let drafted = audit::draft_checkpoint(&self.log, base, || {
+        let written = audit::draft_checkpoint(&self.log, base, || {
             self.roll
                 .read()
                 .expect("the roll lock is never held across a panic")
-        })?;
-        let encoded = began.elapsed();
-        drafted.draft.commit()?;
-        let head = drafted.head;
+        })
+        .and_then(|drafted| {
+            let encoded = began.elapsed();
+            drafted.draft.commit()?;
+            Ok((drafted.head, drafted.longest_hold, encoded))
+        });
+        let (head, longest_hold, encoded) = match written {
+            Ok(written) => written,
+            Err(error) => {
+                // A checkpoint that failed half-way, most likely on a full disk, leaves its
+                // temporary file, which holds the very space that ran out. Checkpoints are
+                // written one at a time (`checkpointing`), so the file is this one's.
+                if let Err(error) = checkpoint::remove_unfinished(self.log.dir()) {
+                    tracing::warn!(%error, "the failed checkpoint's file stays");
+                }
+                return Err(error);
+            }
+        };
         if extent == Extent::Whole {
             self.checkpointed.store(head.seq, Ordering::SeqCst);
             let households = self
@@ -716,7 +730,7 @@ impl Shared {
             // what it costs the writes.
             cpu_ms = thread_cpu_time().saturating_sub(cpu_began).as_millis() as u64,
             // The longest that writes waited for it.
-            longest_hold_ms = drafted.longest_hold.as_millis() as u64,
+            longest_hold_ms = longest_hold.as_millis() as u64,
             "{} written",
             if base.is_some() {
                 "delta"

@@ -18,7 +18,8 @@
 //!
 //! A checkpoint is written to a temporary file, fsynced, renamed over the old one and the
 //! directory fsynced, so that a crash leaves either the old checkpoint or the new one (and
-//! perhaps the temporary file, which the next server to open the store removes). It is
+//! perhaps the temporary file, which the next server to open the store removes, as a server
+//! removes the one of a checkpoint that failed). It is
 //! only ever a shortcut: the log is the truth, and a checkpoint that is missing, damaged, or
 //! tied to a position whose hash the log does not have is ignored (the caller replays the log).
 //! This module knows bytes and sections, not what they mean.
@@ -441,10 +442,11 @@ pub fn remove_delta(dir: &Path) -> Result<(), Error> {
     remove_file(&Form::Delta.path(dir))
 }
 
-/// Removes what a crash left half-written: the temporary file of a checkpoint or delta that
-/// was being written. Nothing reads one, and the next checkpoint would replace it, but until
-/// then it holds disk (a whole roll's worth, 245 MB at 1M households). Only for the store's
-/// one writer, once it holds the store (sled's lock): a running server's are its own.
+/// Removes what a crash or a failed write left half-written: the temporary file of a
+/// checkpoint or delta that was being written. Nothing reads one, and the next checkpoint
+/// would replace it, but until then it holds disk (a whole roll's worth, 245 MB at 1M
+/// households), on a full disk the very space that ran out. Only for the store's one writer
+/// (it holds sled's lock), and only while it writes no checkpoint.
 pub fn remove_unfinished(dir: &Path) -> Result<(), Error> {
     // Both are tried: one that cannot be removed does not keep the other.
     let whole = remove_file(&Form::Whole.temporary(dir));
