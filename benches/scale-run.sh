@@ -62,12 +62,16 @@ began=$(date +%s%N)
     --json "$DIR/load.json" | tail -5
 loaded_in=$(( ($(date +%s%N) - began) / 1000000000 ))
 settle "$SERVER"
+# The loading peak is read before the single writes: each round identifies ~5 s worth of new
+# households (~100,000 a round on a fast host), so after five rounds the roll is half as large
+# again as the load left it, and its checkpoints are too.
+rss=$(peak_rss_mib)
 for round in $(seq "${FULL_ROUNDS:-1}"); do
     [ "$round" = 1 ] || sleep 10
     "$BIN" bench --address "127.0.0.1:$PORT" --concurrency 32 --seconds 5 \
         --json "$DIR/full-single-$round.json" | tail -4
 done
-rss=$(peak_rss_mib)
+rss_after=$(peak_rss_mib)
 kill -TERM "$SERVER"; wait "$SERVER" || true
 disk=$(du -sm "$DIR/store" | cut -f1)
 restarts=()
@@ -87,7 +91,7 @@ print(n//(1024*1024))")
 echo "== results"
 echo "load:     (${loaded_in} s wall) $(python3 -c "import json;d=json.load(open('$DIR/load.json'));print(f\"{d['events']} events in {d['seconds']:.0f} s = {d['events_per_second']:.0f} events/s\")")"
 echo "disk:     ${disk} MiB for ${bodies} MiB of event bodies ($(python3 -c "print(round($disk / max($bodies, 1), 2))")x)"
-echo "peak RSS: ${rss} MiB loading; ${restart_rss[*]} MiB restarted, once it serves"
+echo "peak RSS: ${rss} MiB loading; ${rss_after} MiB after the single writes; ${restart_rss[*]} MiB restarted, once it serves"
 echo "restart:  ${restarts[*]} ms until it serves (checkpoint + tail; first right after the load)"
 echo "reopens:  $(reopens "$DIR/server.log")"
 python3 -c "
