@@ -62,9 +62,10 @@ began=$(date +%s%N)
     --json "$DIR/load.json" | tail -5
 loaded_in=$(( ($(date +%s%N) - began) / 1000000000 ))
 settle "$SERVER"
-# The loading peak is read before the single writes: each round identifies ~5 s worth of new
-# households (~100,000 a round on a fast host), so after five rounds the roll is half as large
-# again as the load left it, and its checkpoints are too.
+# The loading peak is read before the single writes: each round identifies 5 s worth of new
+# households (~88,000 a round on the fastest host so far), so five rounds there left a roll
+# nearly half as large again as the load's, with checkpoints to match (benches/JOURNAL.md,
+# eighteenth session).
 rss=$(peak_rss_mib)
 for round in $(seq "${FULL_ROUNDS:-1}"); do
     [ "$round" = 1 ] || sleep 10
