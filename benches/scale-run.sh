@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # A scale run you can repeat: build a store of HOUSEHOLDS households and about EVENTS events
 # through the gRPC load generator (AppendBatch of 1,000, the mixed load), then report load
-# time, disk size against the event bodies, the server's peak RSS (loading, and restarted once
-# it serves), the restart time until it serves, each reopen of sled during the load and how long
-# writes waited for it, and the latency of single writes on the full store against an empty one.
+# time, disk size against the event bodies, the server's peak RSS (loading, after the single
+# writes below, and restarted once it serves), the restart time until it serves, each reopen of
+# sled during the load and how long writes waited for it, and the latency of single writes on
+# the full store against an empty one. The disk and the restarts come after those single writes,
+# whose identifications add households to the roll.
 #
 #   HOUSEHOLDS=1000000 EVENTS=10000000 benches/scale-run.sh      # the scale (~15 min)
 #   HOUSEHOLDS=100000 EVENTS=1000000 benches/scale-run.sh        # the default, a few minutes
