@@ -199,11 +199,21 @@ impl Faults {
 }
 
 /// Where decided parts wait for the committer.
+///
+/// Each side signals the other only when the other is asleep, and after letting go of the
+/// lock: a condition variable's signal is a system call whether or not anyone waits, and one
+/// made while holding the lock keeps the woken thread waiting for it. Signalling every part,
+/// under the lock, cost ~2.7 needless calls a commit with 32 single-event clients, and the
+/// decider and the committer then met on the lock itself ~0.7 times a commit, each meeting a
+/// sleep and a wake-up more (`strace -f -e trace=futex`, `benches/JOURNAL.md`, 2026-12-02's
+/// nineteenth session).
 #[derive(Default)]
 struct Handoff {
     waiting: Mutex<Waiting>,
-    /// Signalled when parts arrive, when the committer takes them, and at the end.
-    changed: Condvar,
+    /// Signalled when parts arrive while the committer sleeps, and at the end.
+    parts_arrived: Condvar,
+    /// Signalled when the committer takes the parts while the decider sleeps for room.
+    room_made: Condvar,
 }
 
 #[derive(Default)]
@@ -212,6 +222,10 @@ struct Waiting {
     events: usize,
     /// The decider has stopped: once `parts` is empty, so does the committer.
     closed: bool,
+    /// The committer sleeps on `parts_arrived`.
+    committer_asleep: bool,
+    /// The decider sleeps on `room_made`.
+    decider_asleep: bool,
 }
 
 impl Handoff {
@@ -226,36 +240,49 @@ impl Handoff {
     fn put(&self, part: Part) {
         let mut waiting = self.lock();
         while waiting.events >= MAX_GROUP_EVENTS {
+            waiting.decider_asleep = true;
             waiting = self
-                .changed
+                .room_made
                 .wait(waiting)
                 .expect("the hand-off lock is never held across a panic");
         }
+        waiting.decider_asleep = false;
         waiting.events += part.events.len();
         waiting.parts.push(part);
-        self.changed.notify_all();
+        let wake = std::mem::take(&mut waiting.committer_asleep);
+        drop(waiting);
+        if wake {
+            self.parts_arrived.notify_one();
+        }
     }
 
     /// Takes every part waiting, waiting for one if there is none; `None` once closed and empty.
     fn take(&self) -> Option<Vec<Part>> {
         let mut waiting = self.lock();
         while waiting.parts.is_empty() && !waiting.closed {
+            waiting.committer_asleep = true;
             waiting = self
-                .changed
+                .parts_arrived
                 .wait(waiting)
                 .expect("the hand-off lock is never held across a panic");
         }
+        waiting.committer_asleep = false;
         if waiting.parts.is_empty() {
             return None;
         }
         waiting.events = 0;
-        self.changed.notify_all();
-        Some(std::mem::take(&mut waiting.parts))
+        let parts = std::mem::take(&mut waiting.parts);
+        let wake = std::mem::take(&mut waiting.decider_asleep);
+        drop(waiting);
+        if wake {
+            self.room_made.notify_one();
+        }
+        Some(parts)
     }
 
     fn close(&self) {
         self.lock().closed = true;
-        self.changed.notify_all();
+        self.parts_arrived.notify_one();
     }
 }
 
@@ -1011,6 +1038,79 @@ mod tests {
             assert_eq!(parts, expected, "queued {queued:?}");
             assert_eq!(stopped, stops, "queued {queued:?}");
         }
+    }
+
+    fn part_of(events: usize) -> Part {
+        Part {
+            events: vec![event(1); events],
+            ..Part::default()
+        }
+    }
+
+    /// Runs `step` on a thread of its own; its result arrives on the receiver once it returns.
+    fn on_a_thread<T: Send + 'static>(
+        step: impl FnOnce() -> T + Send + 'static,
+    ) -> (std::sync::mpsc::Receiver<T>, JoinHandle<()>) {
+        let (done, result) = std::sync::mpsc::channel();
+        let thread = std::thread::spawn(move || {
+            let _ = done.send(step());
+        });
+        (result, thread)
+    }
+
+    /// Far longer than any wake-up takes, even on a loaded machine: a side still asleep after
+    /// it was never woken.
+    const PATIENCE: std::time::Duration = std::time::Duration::from_secs(30);
+
+    /// Waits until `side` of the hand-off has gone to sleep.
+    fn asleep(handoff: &Handoff, side: impl Fn(&Waiting) -> bool) {
+        let start = std::time::Instant::now();
+        while !side(&handoff.lock()) {
+            assert!(start.elapsed() < PATIENCE, "the thread never went to sleep");
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+    }
+
+    #[test]
+    fn the_hand_off_wakes_each_side_exactly_when_the_other_has_made_it_able_to_go_on() {
+        // A committer asleep for want of parts wakes when one is put.
+        let handoff = Arc::new(Handoff::default());
+        let (taken, committer) = on_a_thread({
+            let handoff = handoff.clone();
+            move || handoff.take().map(|parts| parts.len())
+        });
+        asleep(&handoff, |w| w.committer_asleep);
+        handoff.put(part_of(3));
+        assert_eq!(taken.recv_timeout(PATIENCE), Ok(Some(1)));
+        committer.join().expect("the committer thread");
+
+        // A decider asleep for room wakes when the committer takes the full group, and its
+        // part is the next group.
+        handoff.put(part_of(MAX_GROUP_EVENTS));
+        let (put, decider) = on_a_thread({
+            let handoff = handoff.clone();
+            move || handoff.put(part_of(2))
+        });
+        asleep(&handoff, |w| w.decider_asleep);
+        let full = handoff.take().expect("the full group");
+        assert_eq!(
+            full.iter().map(|p| p.events.len()).sum::<usize>(),
+            MAX_GROUP_EVENTS
+        );
+        assert_eq!(put.recv_timeout(PATIENCE), Ok(()));
+        decider.join().expect("the decider thread");
+        let next = handoff.take().expect("the decider's part");
+        assert_eq!(next.iter().map(|p| p.events.len()).collect::<Vec<_>>(), [2]);
+
+        // A committer asleep when the decider stops wakes to stop too.
+        let (taken, committer) = on_a_thread({
+            let handoff = handoff.clone();
+            move || handoff.take().map(|parts| parts.len())
+        });
+        asleep(&handoff, |w| w.committer_asleep);
+        handoff.close();
+        assert_eq!(taken.recv_timeout(PATIENCE), Ok(None));
+        committer.join().expect("the committer thread");
     }
 
     /// In flight: two groups, seqs 11–12 and 13–15, over a roll at 10.
