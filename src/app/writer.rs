@@ -202,11 +202,12 @@ impl Faults {
 ///
 /// Each side signals the other only when the other is asleep, and after letting go of the
 /// lock: a condition variable's signal is a system call whether or not anyone waits, and one
-/// made while holding the lock keeps the woken thread waiting for it. Signalling every part,
-/// under the lock, cost ~2.7 needless calls a commit with 32 single-event clients, and the
-/// decider and the committer then met on the lock itself ~0.7 times a commit, each meeting a
-/// sleep and a wake-up more (`strace -f -e trace=futex`, `benches/JOURNAL.md`, 2026-12-02's
-/// nineteenth session).
+/// made while holding the lock keeps the woken thread waiting for it. Signalling every part
+/// and every take, under the lock, made ~0.3 needless calls an event with 32 single-event
+/// clients (the committer was asleep for one signal in a hundred), and the decider and the
+/// committer met on the lock itself about once every two commits, each meeting a sleep and a
+/// wake-up more (`strace -f -e trace=futex`, `benches/JOURNAL.md`, 2026-12-02's nineteenth
+/// session).
 #[derive(Default)]
 struct Handoff {
     waiting: Mutex<Waiting>,
