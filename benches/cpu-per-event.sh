@@ -16,6 +16,11 @@
 #   THREADS=1 benches/cpu-per-event.sh …    # and the server's CPU per event by thread: the writer's
 #                                           # decider, committer and folder, tokio, sled's I/O,
 #                                           # and threads that ended meanwhile (checkpoints)
+#   WAKEUPS=1 benches/cpu-per-event.sh …    # and the server's futex calls and context switches
+#                                           # per event (`perf stat` on it during the run): what
+#                                           # its threads' waking of each other costs
+#                                           # (counting slows it a little: compare builds with
+#                                           # WAKEUPS=1 on both sides)
 #
 # With --mix head nothing is written, and the figures are per call instead of per event.
 set -euo pipefail
@@ -38,8 +43,8 @@ wait_until_serving "$SERVER" "$DIR/server.log"
 until "$BIN" bench --address "127.0.0.1:$PORT" --concurrency 1 --requests 1 --seconds 5 >/dev/null 2>&1; do
     sleep 0.05
 done
-THREADS=${THREADS:-} python3 - "$BIN" "$PORT" "$SERVER" "$RUNS" "$DIR/run.json" "$@" <<'PY'
-import glob, json, os, re, resource, subprocess, sys
+THREADS=${THREADS:-} WAKEUPS=${WAKEUPS:-} python3 - "$BIN" "$PORT" "$SERVER" "$RUNS" "$DIR/run.json" "$@" <<'PY'
+import glob, json, os, re, resource, signal, subprocess, sys, time
 binary, port, server, runs, out, *args = sys.argv[1:]
 hz = os.sysconf("SC_CLK_TCK")
 def server_written():
@@ -64,13 +69,34 @@ def thread_seconds():
         fields = text.rsplit(")", 1)[1].split()
         seconds[name] = seconds.get(name, 0) + (int(fields[11]) + int(fields[12])) / hz
     return seconds
+WAKEUP_EVENTS = ["syscalls:sys_enter_futex", "context-switches"]
+def start_counting_wakeups():
+    # perf stat on the server alone, from before the load starts until after it ends.
+    try:
+        perf = subprocess.Popen(["perf", "stat", "-x,", "-e", ",".join(WAKEUP_EVENTS), "-p", server],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    except FileNotFoundError:
+        sys.exit("WAKEUPS=1 needs perf (linux-tools), with permission to trace the server")
+    time.sleep(0.3)  # perf attaches to each of the server's threads before the load begins
+    return perf
+def wakeups_counted(perf):
+    perf.send_signal(signal.SIGINT)
+    _, report = perf.communicate()
+    # perf's CSV lines: value,unit,event,… ("<not supported>" for a value it could not count).
+    counts = {f[2]: float(f[0]) for f in (line.split(",") for line in report.splitlines())
+              if len(f) > 2 and f[2] in WAKEUP_EVENTS and f[0].replace(".", "", 1).isdigit()}
+    if len(counts) < len(WAKEUP_EVENTS):
+        sys.exit(f"perf stat could not count {WAKEUP_EVENTS} on the server:\n{report}")
+    return counts
 for _ in range(int(runs)):
     threads = thread_seconds()
+    perf = start_counting_wakeups() if os.environ.get("WAKEUPS") else None
     before, children = server_seconds(), resource.getrusage(resource.RUSAGE_CHILDREN)
     written = server_written()
     subprocess.run([binary, "bench", "--address", f"127.0.0.1:{port}", "--json", out, *args],
                    check=True, stdout=subprocess.DEVNULL)
     after, done = server_seconds(), resource.getrusage(resource.RUSAGE_CHILDREN)
+    wakeups = wakeups_counted(perf) if perf else None
     written = server_written() - written
     run = json.load(open(out))
     # Per event; per call when nothing is written (--mix head).
@@ -82,6 +108,9 @@ for _ in range(int(runs)):
           f"p99 {run['latency_ms']['p99']:6.2f} ms  server {(after - before) * 1e6 / count:5.1f} µs/{unit}  "
           f"load generator {client * 1e6 / count:5.1f} µs/{unit}  "
           f"written {written / count:6.0f} B/{unit}", flush=True)
+    if wakeups:
+        print(f"  server: {wakeups['syscalls:sys_enter_futex'] / count:.2f} futex calls/{unit}, "
+              f"{wakeups['context-switches'] / count:.2f} context switches/{unit}", flush=True)
     if os.environ.get("THREADS"):
         now = thread_seconds()
         spent = {name: now[name] - threads.get(name, 0) for name in now}
