@@ -43,9 +43,9 @@ wait_until_serving "$SERVER" "$DIR/server.log"
 until "$BIN" bench --address "127.0.0.1:$PORT" --concurrency 1 --requests 1 --seconds 5 >/dev/null 2>&1; do
     sleep 0.05
 done
-THREADS=${THREADS:-} WAKEUPS=${WAKEUPS:-} python3 - "$BIN" "$PORT" "$SERVER" "$RUNS" "$DIR/run.json" "$@" <<'PY'
+THREADS=${THREADS:-} WAKEUPS=${WAKEUPS:-} python3 - "$BIN" "$PORT" "$SERVER" "$RUNS" "$DIR/run.json" "$DIR/server.log" "$@" <<'PY'
 import glob, json, os, re, resource, signal, subprocess, sys, time
-binary, port, server, runs, out, *args = sys.argv[1:]
+binary, port, server, runs, out, log, *args = sys.argv[1:]
 hz = os.sysconf("SC_CLK_TCK")
 def server_written():
     # Bytes the server handed to write(2) and friends: sled's log, its segment cleaning and
@@ -93,8 +93,15 @@ for _ in range(int(runs)):
     perf = start_counting_wakeups() if os.environ.get("WAKEUPS") else None
     before, children = server_seconds(), resource.getrusage(resource.RUSAGE_CHILDREN)
     written = server_written()
-    subprocess.run([binary, "bench", "--address", f"127.0.0.1:{port}", "--json", out, *args],
-                   check=True, stdout=subprocess.DEVNULL)
+    bench = subprocess.run([binary, "bench", "--address", f"127.0.0.1:{port}", "--json", out, *args],
+                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    if bench.returncode != 0:
+        # A failed request ends the runs, with what the load generator saw (its table names
+        # the first error) and what the server logged besides its routine lines.
+        plain = (re.sub(r"\x1b\[[0-9;]*m", "", line) for line in open(log, errors="replace"))
+        server_lines = [line for line in plain if " INFO " not in line]
+        sys.exit("the load generator failed:\n" + bench.stdout
+                 + "the server's log, less its INFO lines:\n" + "".join(server_lines[-20:]))
     after, done = server_seconds(), resource.getrusage(resource.RUSAGE_CHILDREN)
     wakeups = wakeups_counted(perf) if perf else None
     written = server_written() - written
