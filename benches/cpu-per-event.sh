@@ -96,8 +96,9 @@ for _ in range(int(runs)):
     bench = subprocess.run([binary, "bench", "--address", f"127.0.0.1:{port}", "--json", out, *args],
                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     if bench.returncode != 0:
-        # A failed request ends the runs, with what the load generator saw (its table names
-        # the first error) and what the server logged besides its routine lines.
+        # A run that fails (a request refused, say) ends the script, with what the load
+        # generator saw (its table names the first error) and what the server logged
+        # besides its routine lines.
         plain = (re.sub(r"\x1b\[[0-9;]*m", "", line) for line in open(log, errors="replace"))
         server_lines = [line for line in plain if " INFO " not in line]
         sys.exit("the load generator failed:\n" + bench.stdout
