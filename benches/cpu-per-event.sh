@@ -18,7 +18,8 @@
 #                                           # and threads that ended meanwhile (checkpoints)
 #   WAKEUPS=1 benches/cpu-per-event.sh …    # and the server's futex calls and context switches
 #                                           # per event (`perf stat` on it during the run): what
-#                                           # its threads' waking of each other costs
+#                                           # its threads' waking of each other costs; and the
+#                                           # events a commit (events over fsyncs)
 #                                           # (counting slows it a little: compare builds with
 #                                           # WAKEUPS=1 on both sides)
 #
@@ -69,7 +70,7 @@ def thread_seconds():
         fields = text.rsplit(")", 1)[1].split()
         seconds[name] = seconds.get(name, 0) + (int(fields[11]) + int(fields[12])) / hz
     return seconds
-WAKEUP_EVENTS = ["syscalls:sys_enter_futex", "context-switches"]
+WAKEUP_EVENTS = ["syscalls:sys_enter_futex", "context-switches", "syscalls:sys_enter_fsync"]
 def start_counting_wakeups():
     # perf stat on the server alone, from before the load starts until after it ends.
     try:
@@ -117,8 +118,13 @@ for _ in range(int(runs)):
           f"load generator {client * 1e6 / count:5.1f} µs/{unit}  "
           f"written {written / count:6.0f} B/{unit}", flush=True)
     if wakeups:
+        # Each commit ends in one fsync of sled's file, so events over fsyncs is the group
+        # commit's size (a checkpoint's own fsyncs, a few a run, blur it a little).
+        fsyncs = wakeups["syscalls:sys_enter_fsync"]
+        per_commit = f", {count / fsyncs:.1f} {unit}s a commit (fsync)" if fsyncs else ""
         print(f"  server: {wakeups['syscalls:sys_enter_futex'] / count:.2f} futex calls/{unit}, "
-              f"{wakeups['context-switches'] / count:.2f} context switches/{unit}", flush=True)
+              f"{wakeups['context-switches'] / count:.2f} context switches/{unit}{per_commit}",
+              flush=True)
     if os.environ.get("THREADS"):
         now = thread_seconds()
         spent = {name: now[name] - threads.get(name, 0) for name in now}
